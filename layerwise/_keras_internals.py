@@ -1,0 +1,115 @@
+"""Every reach into Keras internals, in one place.
+
+`LayerwiseOptimizer` drives an inner Keras optimizer below its public
+`apply()`: it calls the inner optimizer's update once per group of variables
+sharing a learning rate. That needs a handful of private methods and
+attributes of `keras.optimizers.Optimizer`. They are named here and nowhere
+else, and `tests/test_keras_internals.py` fails loudly if Keras moves them.
+"""
+
+import contextlib
+import warnings
+
+import keras
+
+# Direct attributes of every Keras optimizer that are not per-step state.
+_BOOKKEEPING_ATTRIBUTES = ("_iterations", "_learning_rate")
+
+
+def backend_update_step(optimizer, grads, variables, learning_rate):
+    """Runs the optimizer's update rule on `variables` at `learning_rate`.
+
+    This is the backend's collective update: the fused `torch._foreach_*`
+    kernels on torch, the `tf.distribute`-aware update on TensorFlow, a loop
+    of `update_step` on JAX. It neither clips nor decays nor counts the step.
+    """
+    optimizer._backend_update_step(grads, variables, learning_rate)
+
+
+def clip_gradients(optimizer, grads):
+    """The optimizer's own `clipnorm`/`clipvalue`/`global_clipnorm`."""
+    return optimizer._clip_gradients(grads)
+
+
+def uses_weight_decay(optimizer, variable):
+    """Whether Keras' `exclude_from_weight_decay` leaves `variable` decayed."""
+    return optimizer._use_weight_decay(variable)
+
+
+def iterations_variable(optimizer):
+    return optimizer._iterations
+
+
+def current_learning_rate(optimizer):
+    """The base learning rate at the current step (schedules evaluated)."""
+    return optimizer._get_current_learning_rate()
+
+
+def step_state(optimizer):
+    """Per-step state the optimizer keeps outside its slots.
+
+    Keras optimizers keep per-variable slots in lists and per-step state as a
+    variable held directly as an attribute (Nadam's `_u_product`, advanced
+    once per update call). Splitting one step into several group calls must
+    advance such state once, so the caller restores it between groups.
+    """
+    return [
+        value
+        for name, value in sorted(vars(optimizer).items())
+        if isinstance(value, keras.Variable)
+        and name not in _BOOKKEEPING_ATTRIBUTES
+    ]
+
+
+def track_step_state(optimizer):
+    """Tracks per-step state that was created without dependency tracking.
+
+    `LossScaleOptimizer.build` builds its inner optimizer with tracking
+    disabled, so an attribute such as Nadam's `_u_product` is missing from
+    `optimizer.variables` and is never threaded through JAX's stateless
+    step. Adding it to the optimizer's variable store fixes that.
+    """
+    known = {id(v) for v in optimizer.variables}
+    for variable in step_state(optimizer):
+        if id(variable) not in known:
+            optimizer._tracker.add_to_store("variables", variable)
+
+
+def untrack_variable(optimizer, variable):
+    optimizer._untrack_variable(variable)
+
+
+def is_multi_optimizer(optimizer):
+    return isinstance(optimizer, keras.optimizers.MultiOptimizer)
+
+
+def overwrite_with_gradient(optimizer, positions, grads, variables):
+    """Keras' float8 convention: variables flagged `overwrite_with_gradient`
+    take their gradient as new value and skip the update."""
+    new_grads, new_variables = optimizer._overwrite_variables_directly_with_gradients(
+        grads, variables
+    )
+    if len(new_variables) == len(variables):
+        return positions, list(grads), list(variables)
+    kept = {id(v) for v in new_variables}
+    positions = [p for p, v in zip(positions, variables) if id(v) in kept]
+    return positions, list(new_grads), list(new_variables)
+
+
+def warn_missing_gradients(paths):
+    warnings.warn(
+        f"Gradients do not exist for variables {paths} when minimizing the "
+        "loss. If using `model.compile()`, did you forget to provide a "
+        "`loss` argument?",
+        stacklevel=3,
+    )
+
+
+def update_context():
+    """The context the update runs in: torch must not record autograd ops
+    for in-place updates of leaf parameters; other backends need nothing."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.no_grad()
+    return contextlib.nullcontext()

@@ -1,0 +1,47 @@
+"""Argument checks shared by rules, transforms and the optimizer.
+
+Every message follows Keras' form: "`arg` must be X. Received: arg=value".
+"""
+
+import inspect
+import math
+import numbers
+
+
+def check_arity(fn, n_args, arg_name):
+    """Fails early if `fn` cannot be called with `n_args` positional args."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # Builtins without a signature: trust the caller.
+    try:
+        signature.bind(*([None] * n_args))
+    except TypeError:
+        raise TypeError(
+            f"`{arg_name}` must be a callable taking {n_args} positional "
+            f"argument(s). Received: {arg_name}={fn!r} with signature "
+            f"{signature}"
+        ) from None
+
+
+def is_real_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_nonnegative_finite(value, arg_name):
+    """Returns `value` as a float, or raises if negative or non-finite."""
+    if not is_real_number(value) or not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"`{arg_name}` must be a finite number >= 0. "
+            f"Received: {arg_name}={value!r}"
+        )
+    return float(value)
+
+
+def check_positive_finite(value, arg_name):
+    if not is_real_number(value) or not math.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"`{arg_name}` must be a finite number > 0. "
+            f"Received: {arg_name}={value!r}"
+        )
+    return float(value)

@@ -1,0 +1,1 @@
+"""The demo: `python -m layerwise.demo` (see `layerwise/demo/__main__.py`)."""

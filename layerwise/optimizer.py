@@ -1,0 +1,514 @@
+"""`LayerwiseOptimizer`: the one place where rules meet the update.
+
+Where the multiplier enters: a Keras optimizer's update rule receives the
+learning rate as an argument (`update_step(gradient, variable,
+learning_rate)`; on torch the fused `_parallel_update_step(grads, variables,
+learning_rate)`). `LayerwiseOptimizer` partitions the variables into groups
+that share one multiplier and one weight-decay coefficient, and calls the
+inner optimizer's own update once per group with `learning_rate * scale`.
+Each variable therefore follows exactly the trajectory it would follow
+under the inner optimizer built with that learning rate, for every update
+rule (Adam's normalization never sees the multiplier, because the gradient
+is left alone), and the multiplier costs one scalar product per group.
+"""
+
+import keras
+from keras import ops
+
+from layerwise import _keras_internals as internals
+from layerwise import _validation
+from layerwise import plan as plan_lib
+from layerwise import rules as rules_lib
+from layerwise import summary as summary_lib
+
+_PACKAGE = "layerwise"
+
+# Keyword arguments of `keras.optimizers.Optimizer` that belong on the inner
+# optimizer: accepting them here would create a second, conflicting copy.
+_INNER_ONLY_ARGS = (
+    "learning_rate",
+    "weight_decay",
+    "clipnorm",
+    "clipvalue",
+    "global_clipnorm",
+    "use_ema",
+    "ema_momentum",
+    "ema_overwrite_frequency",
+    "loss_scale_factor",
+    "gradient_accumulation_steps",
+)
+
+
+def _check_inner(optimizer):
+    if isinstance(optimizer, LayerwiseOptimizer):
+        raise ValueError(
+            "`optimizer` must not be a LayerwiseOptimizer: pass its inner "
+            "optimizer and the rules of both in one list instead. Received: "
+            f"optimizer={optimizer.name!r}"
+        )
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        raise ValueError(
+            "`optimizer` must not be a LossScaleOptimizer: wrap the other way "
+            "round, `keras.optimizers.LossScaleOptimizer(LayerwiseOptimizer("
+            "inner, rules))`, so loss scaling stays outermost. Received: "
+            f"optimizer={optimizer.name!r}"
+        )
+    if internals.is_multi_optimizer(optimizer):
+        raise ValueError(
+            "`optimizer` must not be a MultiOptimizer: LayerwiseOptimizer "
+            "replaces it. Use one inner optimizer and express each group's "
+            "learning rate as `Rule(match, lr_scale=group_lr / base_lr)`. "
+            f"Received: optimizer={optimizer.name!r}"
+        )
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise TypeError(
+            "`optimizer` must be a `keras.optimizers.Optimizer` instance. "
+            f"Received: optimizer={optimizer!r}"
+        )
+    if optimizer.built:
+        raise ValueError(
+            "`optimizer` must not be built yet: LayerwiseOptimizer builds it "
+            "on the variables it trains (frozen variables get no slots). "
+            f"Pass a fresh optimizer. Received: optimizer={optimizer.name!r}"
+        )
+    for arg in ("use_ema", "gradient_accumulation_steps"):
+        if getattr(optimizer, arg):
+            raise ValueError(
+                f"LayerwiseOptimizer does not support `{arg}` on the inner "
+                f"optimizer yet. Received: {arg}={getattr(optimizer, arg)!r}"
+            )
+
+
+def _bind_rules(rules, add_scale_variable):
+    if isinstance(rules, rules_lib.Rule):
+        rules = [rules]
+    if not isinstance(rules, (list, tuple)):
+        raise TypeError(
+            f"`rules` must be a list of `Rule`s. Received: rules={rules!r}"
+        )
+    for rule in rules:
+        if not isinstance(rule, rules_lib.Rule):
+            raise TypeError(
+                "`rules` must be a list of `layerwise.Rule` objects. "
+                f"Received an element: {rule!r}"
+            )
+    names = [rule.name or f"rule_{i}" for i, rule in enumerate(rules)]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(
+            f"Rule names must be unique. Received duplicate names: {duplicates}"
+        )
+    bound = []
+    for name, rule in zip(names, rules):
+        variable = None
+        if rule.has_constant_scale:
+            variable = add_scale_variable(name, rule._lr_scale)
+        bound.append(rule.bind(name, variable))
+    return tuple(bound)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class LayerwiseOptimizer(keras.optimizers.Optimizer):
+    """Wraps one Keras optimizer and applies per-variable rules to it.
+
+    Each variable follows the inner optimizer's update at
+    `learning_rate * lr_scale`, where `lr_scale` is the product of the
+    multipliers of the rules that match it; this is exact for every update
+    rule, adaptive ones included. Rules can also freeze variables (no update,
+    no optimizer slots), override the decoupled weight decay, and transform
+    gradients before the update.
+
+    Gradients are processed in this order: (1) loss-scale unscaling (the
+    inner optimizer's `loss_scale_factor`, or an outer
+    `keras.optimizers.LossScaleOptimizer`), (2) `gradient_hook` over all
+    non-frozen gradients, (3) each rule's `gradient` transforms, rule by rule
+    in rule order, (4) the inner optimizer's own `clipnorm`, `clipvalue` or
+    `global_clipnorm`, computed over all non-frozen variables together as a
+    single optimizer would, (5) decoupled weight decay at the group's
+    learning rate, then (6) the update.
+
+    Args:
+        optimizer: The inner `keras.optimizers.Optimizer` (unbuilt): SGD,
+            Adam, AdamW, Nadam, Lion, ... It owns the base learning rate,
+            the iteration counter, clipping and weight decay.
+        rules: A list of `layerwise.Rule`. See `Rule` for how several rules
+            matching one variable merge.
+        gradient_hook: Optional callable `(grads, variables) -> grads` that
+            sees every non-frozen gradient at once, like overriding Keras 2's
+            `get_gradients`.
+        strict: If `True` (default), building fails when a rule matches no
+            variable.
+        name: Optional name of the optimizer.
+
+    Example:
+
+    >>> import keras, layerwise as lw
+    >>> inputs = keras.Input((4,))
+    >>> hidden = keras.layers.Dense(8, name="body")(inputs)
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, name="head")(hidden))
+    >>> opt = lw.LayerwiseOptimizer(
+    ...     keras.optimizers.Adam(1e-3),
+    ...     rules=[lw.Rule("body/.*", lr_scale=0.1, name="body")])
+    >>> model.compile(optimizer=opt, loss="mse")
+    >>> opt.build(model.trainable_variables)
+    >>> opt.set_lr_scale("body", 0.2)
+    >>> opt.get_rule("body").lr_scale
+    0.2
+    """
+
+    def __init__(
+        self,
+        optimizer,
+        rules=(),
+        *,
+        gradient_hook=None,
+        strict=True,
+        name=None,
+        **kwargs,
+    ):
+        for arg in _INNER_ONLY_ARGS:
+            if arg in kwargs:
+                raise ValueError(
+                    f"LayerwiseOptimizer does not take `{arg}`: set it on the "
+                    f"inner optimizer. Received: {arg}={kwargs[arg]!r}"
+                )
+        if kwargs:
+            raise ValueError(f"Argument(s) not recognized: {kwargs}")
+        _check_inner(optimizer)
+        if gradient_hook is not None:
+            if not callable(gradient_hook):
+                raise TypeError(
+                    "`gradient_hook` must be a callable `(grads, variables) "
+                    f"-> grads`. Received: gradient_hook={gradient_hook!r}"
+                )
+            _validation.check_arity(gradient_hook, 2, "gradient_hook")
+        if not isinstance(strict, bool):
+            raise TypeError(f"`strict` must be a bool. Received: strict={strict!r}")
+        # Validate every rule before creating any state, so a bad rule list
+        # leaves nothing half-built.
+        _bind_rules(rules, lambda name, value: None)
+
+        super().__init__(learning_rate=0.0, name=name)
+        # The inner optimizer owns the step counter and the learning rate;
+        # drop the base class's unused copies from this optimizer's state.
+        internals.untrack_variable(self, self._iterations)
+        internals.untrack_variable(self, self._learning_rate)
+        self.inner_optimizer = optimizer
+        self.gradient_hook = gradient_hook
+        self.strict = strict
+        self._rules = _bind_rules(rules, self._add_scale_variable)
+        self._plan = None
+        self._step_state = ()
+
+    def _add_scale_variable(self, rule_name, value):
+        safe_name = "".join(c if c.isalnum() or c in "_-." else "_" for c in rule_name)
+        return self.add_variable(
+            shape=(),
+            initializer=keras.initializers.Constant(value),
+            dtype="float32",
+            aggregation="only_first_replica",
+            name=f"lr_scale_{safe_name}",
+        )
+
+    # ------------------------------------------------------------------
+    # The inner optimizer's public face.
+
+    @property
+    def variables(self):
+        return self._variables + self.inner_optimizer.variables
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    def scale_loss(self, loss):
+        return self.inner_optimizer.scale_loss(loss)
+
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(
+            self._plan.trainable_variables() if self._plan else var_list
+        )
+
+    # ------------------------------------------------------------------
+    # Rules.
+
+    @property
+    def rules(self):
+        """The optimizer's rules (its own copies, named)."""
+        return self._rules
+
+    @property
+    def plan(self):
+        """The per-variable `Plan` (available once built)."""
+        if self._plan is None:
+            raise ValueError(
+                "The optimizer is not built yet: call `fit` or "
+                "`optimizer.build(model.trainable_variables)` first."
+            )
+        return self._plan
+
+    def get_rule(self, name):
+        for rule in self._rules:
+            if rule.name == name:
+                return rule
+        raise ValueError(
+            f"`name` must be the name of one of this optimizer's rules "
+            f"{[r.name for r in self._rules]}. Received: name={name!r}"
+        )
+
+    def set_lr_scale(self, name, value):
+        """Changes a rule's learning-rate multiplier from the next step on.
+
+        The multiplier lives in a backend variable, so the change needs no
+        retracing or recompiling.
+
+        Args:
+            name: The rule's name.
+            value: The new multiplier, a finite number >= 0.
+        """
+        rule = self.get_rule(name)
+        value = _validation.check_nonnegative_finite(value, "value")
+        if not rule.has_constant_scale:
+            raise ValueError(
+                f"Rule {name!r} has lr_scale={rule.describe_scale()!r}, which "
+                "is not a number: only constant multipliers can be set at "
+                "runtime. Give the rule a number (or a schedule that covers "
+                "the change) when creating the optimizer."
+            )
+        rule.lr_scale = value
+
+    def summary(self, print_fn=None):
+        """Prints, per variable: rules, lr scale, effective lr, decay,
+        transforms and whether it is frozen."""
+        summary_lib.print_summary(self, print_fn=print_fn)
+
+    # ------------------------------------------------------------------
+    # Build and apply.
+
+    def _default_weight_decay(self, variable):
+        inner = self.inner_optimizer
+        if inner.weight_decay and internals.uses_weight_decay(inner, variable):
+            return float(inner.weight_decay)
+        return None
+
+    def build(self, variables):
+        if self.built:
+            return
+        variables = list(variables)
+        plan = plan_lib.make_plan(
+            self._rules, variables, self._default_weight_decay, self.strict
+        )
+        super().build(variables)
+        self._plan = plan
+        self.inner_optimizer.build(plan.trainable_variables())
+        internals.track_step_state(self.inner_optimizer)
+        self._step_state = tuple(internals.step_state(self.inner_optimizer))
+        self._trainable_position = {
+            self._var_key(p.variable): i for i, p in enumerate(plan.trainable)
+        }
+        self.built = True
+
+    def apply_gradients(self, grads_and_vars):
+        grads, variables = zip(*grads_and_vars)
+        self.apply(grads, variables)
+        return internals.iterations_variable(self.inner_optimizer)
+
+    def apply(self, grads, trainable_variables=None):
+        grads = list(grads)
+        if trainable_variables is None:
+            if not self.built:
+                raise ValueError(
+                    "When passing `grads` without `trainable_variables`, the "
+                    "optimizer must already be built: call "
+                    "`optimizer.build(trainable_variables)` first."
+                )
+            trainable_variables = self._trainable_variables
+        else:
+            trainable_variables = list(trainable_variables)
+            if not self.built:
+                self.build(trainable_variables)
+            self._check_variables_are_known(trainable_variables)
+        if len(grads) != len(trainable_variables):
+            raise ValueError(
+                "`grads` must have one entry per variable. Received "
+                f"{len(grads)} gradients for {len(trainable_variables)} "
+                "variables."
+            )
+        inner = self.inner_optimizer
+        with keras.name_scope(self.name), internals.update_context():
+            positions, grads, variables = self._trainable_subset(
+                grads, trainable_variables
+            )
+            if grads:
+                if inner.loss_scale_factor is not None:
+                    grads = [g / inner.loss_scale_factor for g in grads]
+                grads = self._process_gradients(positions, grads, variables)
+                self._update(positions, grads, variables)
+                for variable in variables:
+                    if variable.constraint is not None:
+                        variable.assign(variable.constraint(variable))
+        internals.iterations_variable(inner).assign_add(1)
+
+    def _trainable_subset(self, grads, variables):
+        """Drops frozen variables and missing gradients.
+
+        Returns positions in `plan.trainable`, gradients and variables.
+        """
+        kept = []
+        missing = []
+        for grad, variable in zip(grads, variables):
+            position = self._trainable_position.get(self._var_key(variable))
+            if position is None:
+                continue  # Frozen: no gradient processing, no update.
+            if grad is None:
+                missing.append(variable.path)
+                continue
+            if not ops.is_tensor(grad):
+                grad = ops.convert_to_tensor(grad, dtype=variable.dtype)
+            kept.append((position, grad, variable))
+        if missing:
+            internals.warn_missing_gradients(missing)
+        if not kept:
+            return [], [], []
+        positions, grads, variables = (list(x) for x in zip(*kept))
+        return internals.overwrite_with_gradient(self, positions, grads, variables)
+
+    def _process_gradients(self, positions, grads, variables):
+        if self.gradient_hook is not None:
+            new = self.gradient_hook(list(grads), list(variables))
+            grads = _checked(new, grads, variables, "gradient_hook")
+        index_of = {p: i for i, p in enumerate(positions)}
+        for rule_index, rule_positions in self._plan.transform_steps:
+            idx = [index_of[p] for p in rule_positions if p in index_of]
+            if not idx:
+                continue
+            sub_grads = [grads[i] for i in idx]
+            sub_vars = [variables[i] for i in idx]
+            rule = self._rules[rule_index]
+            for transform in rule.gradient:
+                sub_grads = _checked(
+                    transform(sub_grads, sub_vars),
+                    sub_grads,
+                    sub_vars,
+                    f"a gradient transform of rule {rule.name!r} ({transform!r})",
+                )
+            for i, g in zip(idx, sub_grads):
+                grads[i] = g
+        return list(internals.clip_gradients(self.inner_optimizer, grads))
+
+    def _update(self, positions, grads, variables):
+        inner = self.inner_optimizer
+        base_lr = internals.current_learning_rate(inner)
+        step = internals.iterations_variable(inner)
+        index_of = {p: i for i, p in enumerate(positions)}
+        scale_values = {}
+        saved_state = None
+        if len(self._plan.groups) > 1 and self._step_state:
+            saved_state = [ops.copy(ops.convert_to_tensor(s)) for s in self._step_state]
+        first_call = True
+        for group in self._plan.groups:
+            idx = [index_of[p] for p in group.indices if p in index_of]
+            if not idx:
+                continue
+            learning_rate = base_lr
+            for rule_index in group.scale_rules:
+                if rule_index not in scale_values:
+                    scale = self._rules[rule_index].scale_value(step)
+                    scale_values[rule_index] = ops.cast(scale, "float32")
+                learning_rate = ops.multiply(learning_rate, scale_values[rule_index])
+            group_vars = [variables[i] for i in idx]
+            group_grads = [grads[i] for i in idx]
+            if group.weight_decay:
+                for variable in group_vars:
+                    lr = ops.cast(learning_rate, variable.dtype)
+                    wd = ops.cast(group.weight_decay, variable.dtype)
+                    inner.assign_sub(variable, variable * wd * lr)
+            if saved_state is not None and not first_call:
+                # Per-step state (Nadam's `_u_product`) must advance once per
+                # step, not once per group: every group starts from the same
+                # pre-step value, so the last group leaves it advanced once.
+                for state, value in zip(self._step_state, saved_state):
+                    state.assign(value)
+            internals.backend_update_step(inner, group_grads, group_vars, learning_rate)
+            first_call = False
+
+    # ------------------------------------------------------------------
+    # Serialization.
+
+    def set_weights(self, weights):
+        if not self.built:
+            raise ValueError(
+                "The optimizer must be built before `set_weights()`: call "
+                "`optimizer.build(trainable_variables)` first."
+            )
+        variables = self.variables
+        if len(weights) != len(variables):
+            raise ValueError(
+                f"`weights` must have {len(variables)} entries, one per "
+                f"optimizer variable. Received: {len(weights)} entries."
+            )
+        for variable, weight in zip(variables, weights):
+            if tuple(variable.shape) != tuple(weight.shape):
+                raise ValueError(
+                    f"Optimizer variable {variable.path} has shape "
+                    f"{variable.shape}, incompatible with {weight.shape}."
+                )
+        for variable, weight in zip(variables, weights):
+            variable.assign(weight)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+            "rules": [keras.saving.serialize_keras_object(r) for r in self._rules],
+            "gradient_hook": keras.saving.serialize_keras_object(self.gradient_hook),
+            "strict": self.strict,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        optimizer = keras.saving.deserialize_keras_object(
+            config.pop("optimizer"), custom_objects=custom_objects
+        )
+        rules = [
+            keras.saving.deserialize_keras_object(r, custom_objects=custom_objects)
+            for r in config.pop("rules")
+        ]
+        hook = config.pop("gradient_hook", None)
+        if hook is not None:
+            hook = keras.saving.deserialize_keras_object(
+                hook, custom_objects=custom_objects
+            )
+        return cls(optimizer, rules, gradient_hook=hook, **config)
+
+
+def _checked(new_grads, old_grads, variables, what):
+    """Checks a transform's output against its input, at trace time."""
+    new_grads = list(new_grads)
+    if len(new_grads) != len(old_grads):
+        raise ValueError(
+            f"{what} must return one gradient per variable. Expected "
+            f"{len(old_grads)}, received {len(new_grads)}."
+        )
+    for new, old, variable in zip(new_grads, old_grads, variables):
+        if new is None or tuple(new.shape) != tuple(old.shape):
+            raise ValueError(
+                f"{what} must return gradients of the variables' shapes. For "
+                f"variable {variable.path!r} expected shape {tuple(old.shape)}, "
+                f"received {None if new is None else tuple(new.shape)}."
+            )
+        if keras.backend.standardize_dtype(new.dtype) != keras.backend.standardize_dtype(old.dtype):
+            raise ValueError(
+                f"{what} must keep the gradients' dtype. For variable "
+                f"{variable.path!r} expected {old.dtype}, received {new.dtype}."
+            )
+    return new_grads

@@ -1,0 +1,206 @@
+"""`Rule`: how a selection of variables learns.
+
+A rule pairs a selector (which variables) with settings (how they learn):
+a learning-rate multiplier, a weight-decay coefficient, freezing, and
+gradient transforms. Rules are plain, inspectable objects; the
+`LayerwiseOptimizer` merges them into a per-variable plan once, at build.
+"""
+
+import copy
+
+import keras
+import numpy as np
+
+from layerwise import _validation
+from layerwise import selectors as selectors_lib
+from layerwise import transforms as transforms_lib
+
+_PACKAGE = "layerwise"
+
+
+def check_lr_scale(value, arg_name="lr_scale"):
+    """Validates a learning-rate multiplier; returns it (floats as float)."""
+    if value is None or isinstance(
+        value, keras.optimizers.schedules.LearningRateSchedule
+    ):
+        return value
+    if _validation.is_real_number(value):
+        return _validation.check_nonnegative_finite(value, arg_name)
+    if callable(value):
+        _validation.check_arity(value, 1, arg_name)
+        return value
+    raise TypeError(
+        f"`{arg_name}` must be a finite number >= 0, a "
+        "`keras.optimizers.schedules.LearningRateSchedule` or a callable of "
+        f"the step. Received: {arg_name}={value!r}"
+    )
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Rule:
+    """Selects variables and sets how they learn.
+
+    Several rules may match one variable. They merge attribute by attribute
+    in rule order: `lr_scale`s multiply, `gradient` transforms chain in rule
+    order, and `weight_decay` and `frozen` take the value of the last
+    matching rule that sets them. A variable no rule matches learns exactly
+    as under the inner optimizer.
+
+    Args:
+        match: Which variables: a `keras.layers.Layer` (all its variables,
+            nested layers included), a `keras.Variable`, a regular
+            expression matched with `re.fullmatch` against `variable.path`
+            (e.g. `"encoder/.*"`), a callable `variable -> bool`, or a list or
+            tuple of these (any of them).
+        lr_scale: Learning-rate multiplier: a number >= 0, a
+            `keras.optimizers.schedules.LearningRateSchedule`, or a callable
+            of the optimizer step returning the multiplier. A number can be
+            changed during training (`optimizer.set_lr_scale(name, value)`
+            or `rule.lr_scale = value`) without retracing.
+        weight_decay: Decoupled weight-decay coefficient for these variables,
+            overriding the inner optimizer's (`0.0` turns decay off).
+        frozen: If `True`, the variables are not updated and get no
+            optimizer slots. `False` un-freezes what an earlier rule froze.
+        gradient: A transform or list of transforms (see
+            `layerwise.transforms`) or callables
+            `(gradient, variable) -> gradient`, applied in order to the
+            gradients of the selected variables before the update.
+        name: Name used by `summary()`, `set_lr_scale()` and in saved
+            files. Defaults to `"rule_<index>"` inside an optimizer.
+
+    Example:
+
+    >>> import layerwise as lw
+    >>> rule = lw.Rule("encoder/.*", lr_scale=0.5,
+    ...                gradient=[lw.clip_by_norm(1.0)], name="encoder")
+    >>> rule.lr_scale
+    0.5
+    """
+
+    def __init__(
+        self,
+        match,
+        *,
+        lr_scale=None,
+        weight_decay=None,
+        frozen=None,
+        gradient=(),
+        name=None,
+    ):
+        self.selector = selectors_lib.as_selector(match)
+        self._lr_scale = check_lr_scale(lr_scale)
+        if weight_decay is not None:
+            weight_decay = _validation.check_nonnegative_finite(
+                weight_decay, "weight_decay"
+            )
+        self.weight_decay = weight_decay
+        if frozen is not None and not isinstance(frozen, bool):
+            raise TypeError(
+                f"`frozen` must be True, False or None. Received: frozen={frozen!r}"
+            )
+        self.frozen = frozen
+        if not isinstance(gradient, (list, tuple)):
+            gradient = [gradient]
+        self.gradient = tuple(transforms_lib.as_transform(t) for t in gradient)
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(
+                f"`name` must be a non-empty string. Received: name={name!r}"
+            )
+        self.name = name
+        self._scale_variable = None
+
+    @property
+    def lr_scale(self):
+        """The multiplier: its current value once bound to an optimizer."""
+        if self._scale_variable is not None:
+            # The shortest decimal that round-trips the float32 value, so a
+            # scale set to 0.2 reads back as 0.2.
+            value = np.float32(keras.ops.convert_to_numpy(self._scale_variable))
+            return float(np.format_float_positional(value, unique=True, trim="0"))
+        return self._lr_scale
+
+    @lr_scale.setter
+    def lr_scale(self, value):
+        value = check_lr_scale(value)
+        if self._scale_variable is None:
+            self._lr_scale = value
+            return
+        if not _validation.is_real_number(value):
+            raise TypeError(
+                f"Rule {self.name!r} belongs to an optimizer: its `lr_scale` "
+                "can only be changed to a number at runtime. Received: "
+                f"lr_scale={value!r}"
+            )
+        self._scale_variable.assign(value)
+        self._lr_scale = value
+
+    @property
+    def has_constant_scale(self):
+        return _validation.is_real_number(self._lr_scale)
+
+    def matches(self, variable):
+        return self.selector.matches(variable)
+
+    def scale_value(self, step):
+        """The multiplier at `step`, as a tensor (used in the train step)."""
+        if self._scale_variable is not None:
+            return self._scale_variable
+        if isinstance(self._lr_scale, keras.optimizers.schedules.LearningRateSchedule):
+            return self._lr_scale(step)
+        if callable(self._lr_scale):
+            return self._lr_scale(step)
+        return self._lr_scale
+
+    def bind(self, name, scale_variable):
+        """Returns a copy of this rule owned by an optimizer."""
+        rule = copy.copy(self)
+        rule.name = name
+        rule._scale_variable = scale_variable
+        return rule
+
+    def describe_scale(self):
+        if self._lr_scale is None:
+            return None
+        if self.has_constant_scale:
+            return self.lr_scale
+        return getattr(self._lr_scale, "__name__", type(self._lr_scale).__name__)
+
+    def get_config(self):
+        lr_scale = self.lr_scale
+        if lr_scale is not None and not _validation.is_real_number(lr_scale):
+            lr_scale = keras.saving.serialize_keras_object(lr_scale)
+        return {
+            "match": selectors_lib.serialize_selector(self.selector),
+            "lr_scale": lr_scale,
+            "weight_decay": self.weight_decay,
+            "frozen": self.frozen,
+            "gradient": [
+                keras.saving.serialize_keras_object(t) for t in self.gradient
+            ],
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        match = selectors_lib.deserialize_selector(config.pop("match"))
+        lr_scale = config.pop("lr_scale")
+        if isinstance(lr_scale, dict):
+            lr_scale = keras.saving.deserialize_keras_object(lr_scale)
+        gradient = [
+            keras.saving.deserialize_keras_object(t)
+            for t in config.pop("gradient")
+        ]
+        return cls(match, lr_scale=lr_scale, gradient=gradient, **config)
+
+    def __repr__(self):
+        parts = [self.selector.describe()]
+        for key in ("lr_scale", "weight_decay", "frozen"):
+            value = self.describe_scale() if key == "lr_scale" else getattr(self, key)
+            if value is not None:
+                parts.append(f"{key}={value!r}")
+        if self.gradient:
+            parts.append(f"gradient={list(self.gradient)!r}")
+        if self.name:
+            parts.append(f"name={self.name!r}")
+        return "Rule(" + ", ".join(parts) + ")"

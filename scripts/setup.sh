@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Creates .venv and installs layerwise with all three backends and the test
+# and demo extras. Safe to re-run: pip skips what is already installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+# Prefer the CPU build of torch that this kind of machine keeps on disk;
+# elsewhere fall back to PyPI's default build.
+"${PIP[@]}" "torch==2.13.0" 2>/dev/null || "${PIP[@]}" torch
+"${PIP[@]}" -e ".[tensorflow,jax,test,demo]"
