@@ -1,0 +1,43 @@
+"""`summary()` prints the plan that runs."""
+
+import re
+
+import keras
+
+import layerwise as lw
+from tests import helpers
+
+
+def test_summary_table_shows_every_setting():
+    model = helpers.mlp()
+    opt = lw.LayerwiseOptimizer(
+        keras.optimizers.AdamW(0.01, weight_decay=0.1),
+        [
+            lw.Rule(model.get_layer("l0"), lr_scale=0.25, name="body"),
+            lw.Rule("l1/.*", frozen=True, name="frozen"),
+            lw.Rule(".*/bias", weight_decay=0.0, gradient=lw.clip_by_norm(2.0), name="bias"),
+        ],
+    )
+    opt.build(model.trainable_variables)
+    lines = []
+    opt.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert "6 variables, 2 frozen, 4 update groups, 3 rules" in text
+    cells = [re.split(r"\s{2,}", line) for line in text.splitlines()]
+    rows = {c[0]: c[1:] for c in cells if c[0].startswith("l")}
+    assert rows["l0/kernel"] == ["(6, 5)", "body", "0.25", "0.0025", "0.1", "-", "no"]
+    assert rows["l0/bias"] == [
+        "(5,)", "body, bias", "0.25", "0.0025", "-", "ClipByNorm(max_norm=2.0)", "no"
+    ]
+    assert rows["l1/kernel"] == ["(5, 4)", "frozen", "-", "-", "-", "-", "yes"]
+    assert rows["l2/kernel"] == ["(4, 2)", "-", "1", "0.01", "0.1", "-", "no"]
+
+
+def test_summary_rows_follow_runtime_changes():
+    model = helpers.mlp()
+    opt = lw.LayerwiseOptimizer(keras.optimizers.SGD(0.1), [lw.Rule("l0/.*", lr_scale=0.5, name="body")])
+    opt.build(model.trainable_variables)
+    opt.set_lr_scale("body", 0.1)
+    opt.learning_rate = 0.2
+    rows = {r["path"]: r for r in lw.summary_rows(opt)}
+    assert abs(rows["l0/kernel"]["effective_lr"] - 0.02) < 1e-7
