@@ -20,6 +20,7 @@ from layerwise import _validation
 from layerwise import plan as plan_lib
 from layerwise import rules as rules_lib
 from layerwise import summary as summary_lib
+from layerwise import update as update_lib
 
 _PACKAGE = "layerwise"
 
@@ -350,8 +351,14 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             if grads:
                 if inner.loss_scale_factor is not None:
                     grads = [g / inner.loss_scale_factor for g in grads]
-                grads = self._process_gradients(positions, grads, variables)
-                self._update(positions, grads, variables)
+                grads = update_lib.process_gradients(
+                    self._plan, self._rules, self.gradient_hook, inner,
+                    positions, grads, variables,
+                )
+                update_lib.apply_updates(
+                    self._plan, self._rules, inner, self._step_state,
+                    positions, grads, variables,
+                )
                 for variable in variables:
                     if variable.constraint is not None:
                         variable.assign(variable.constraint(variable))
@@ -380,65 +387,6 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             return [], [], []
         positions, grads, variables = (list(x) for x in zip(*kept))
         return internals.overwrite_with_gradient(self, positions, grads, variables)
-
-    def _process_gradients(self, positions, grads, variables):
-        if self.gradient_hook is not None:
-            new = self.gradient_hook(list(grads), list(variables))
-            grads = _checked(new, grads, variables, "gradient_hook")
-        index_of = {p: i for i, p in enumerate(positions)}
-        for rule_index, rule_positions in self._plan.transform_steps:
-            idx = [index_of[p] for p in rule_positions if p in index_of]
-            if not idx:
-                continue
-            sub_grads = [grads[i] for i in idx]
-            sub_vars = [variables[i] for i in idx]
-            rule = self._rules[rule_index]
-            for transform in rule.gradient:
-                sub_grads = _checked(
-                    transform(sub_grads, sub_vars),
-                    sub_grads,
-                    sub_vars,
-                    f"a gradient transform of rule {rule.name!r} ({transform!r})",
-                )
-            for i, g in zip(idx, sub_grads):
-                grads[i] = g
-        return list(internals.clip_gradients(self.inner_optimizer, grads))
-
-    def _update(self, positions, grads, variables):
-        inner = self.inner_optimizer
-        base_lr = internals.current_learning_rate(inner)
-        step = internals.iterations_variable(inner)
-        index_of = {p: i for i, p in enumerate(positions)}
-        scale_values = {}
-        saved_state = None
-        if len(self._plan.groups) > 1 and self._step_state:
-            saved_state = [ops.copy(ops.convert_to_tensor(s)) for s in self._step_state]
-        first_call = True
-        for group in self._plan.groups:
-            idx = [index_of[p] for p in group.indices if p in index_of]
-            if not idx:
-                continue
-            learning_rate = base_lr
-            for rule_index in group.scale_rules:
-                if rule_index not in scale_values:
-                    scale = self._rules[rule_index].scale_value(step)
-                    scale_values[rule_index] = ops.cast(scale, "float32")
-                learning_rate = ops.multiply(learning_rate, scale_values[rule_index])
-            group_vars = [variables[i] for i in idx]
-            group_grads = [grads[i] for i in idx]
-            if group.weight_decay:
-                for variable in group_vars:
-                    lr = ops.cast(learning_rate, variable.dtype)
-                    wd = ops.cast(group.weight_decay, variable.dtype)
-                    inner.assign_sub(variable, variable * wd * lr)
-            if saved_state is not None and not first_call:
-                # Per-step state (Nadam's `_u_product`) must advance once per
-                # step, not once per group: every group starts from the same
-                # pre-step value, so the last group leaves it advanced once.
-                for state, value in zip(self._step_state, saved_state):
-                    state.assign(value)
-            internals.backend_update_step(inner, group_grads, group_vars, learning_rate)
-            first_call = False
 
     # ------------------------------------------------------------------
     # Serialization.
@@ -489,26 +437,3 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
                 hook, custom_objects=custom_objects
             )
         return cls(optimizer, rules, gradient_hook=hook, **config)
-
-
-def _checked(new_grads, old_grads, variables, what):
-    """Checks a transform's output against its input, at trace time."""
-    new_grads = list(new_grads)
-    if len(new_grads) != len(old_grads):
-        raise ValueError(
-            f"{what} must return one gradient per variable. Expected "
-            f"{len(old_grads)}, received {len(new_grads)}."
-        )
-    for new, old, variable in zip(new_grads, old_grads, variables):
-        if new is None or tuple(new.shape) != tuple(old.shape):
-            raise ValueError(
-                f"{what} must return gradients of the variables' shapes. For "
-                f"variable {variable.path!r} expected shape {tuple(old.shape)}, "
-                f"received {None if new is None else tuple(new.shape)}."
-            )
-        if keras.backend.standardize_dtype(new.dtype) != keras.backend.standardize_dtype(old.dtype):
-            raise ValueError(
-                f"{what} must keep the gradients' dtype. For variable "
-                f"{variable.path!r} expected {old.dtype}, received {new.dtype}."
-            )
-    return new_grads

@@ -1,0 +1,118 @@
+"""One training step's work: process gradients, then update group by group.
+
+This is where the learning-rate multiplier enters the update: each update
+group calls the inner optimizer's own collective update with
+`learning_rate * scale` (see `apply_updates`). Everything here runs inside
+the compiled train step; the Python loops run at trace time only.
+"""
+
+import keras
+from keras import ops
+
+from layerwise import _keras_internals as internals
+
+
+def process_gradients(plan, rules, gradient_hook, inner, positions, grads, variables):
+    """Hook, then rule transforms in rule order, then the inner clipping.
+
+    Args:
+        plan: The optimizer's `Plan`.
+        rules: The optimizer's rules.
+        gradient_hook: Optional callable `(grads, variables) -> grads`.
+        inner: The inner optimizer (for its `clipnorm` & co.).
+        positions: Each gradient's position in `plan.trainable`.
+        grads: Gradients of the non-frozen variables present this step.
+        variables: The matching variables.
+
+    Returns:
+        The processed gradients.
+    """
+    if gradient_hook is not None:
+        new = gradient_hook(list(grads), list(variables))
+        grads = _checked(new, grads, variables, "gradient_hook")
+    index_of = {p: i for i, p in enumerate(positions)}
+    for rule_index, rule_positions in plan.transform_steps:
+        idx = [index_of[p] for p in rule_positions if p in index_of]
+        if not idx:
+            continue
+        sub_grads = [grads[i] for i in idx]
+        sub_vars = [variables[i] for i in idx]
+        rule = rules[rule_index]
+        for transform in rule.gradient:
+            sub_grads = _checked(
+                transform(sub_grads, sub_vars),
+                sub_grads,
+                sub_vars,
+                f"a gradient transform of rule {rule.name!r} ({transform!r})",
+            )
+        for i, g in zip(idx, sub_grads):
+            grads[i] = g
+    return list(internals.clip_gradients(inner, grads))
+
+
+def apply_updates(plan, rules, inner, step_state, positions, grads, variables):
+    """Decays and updates each group at `learning_rate * scale`.
+
+    Args:
+        plan: The optimizer's `Plan`.
+        rules: The optimizer's rules (their multipliers are read here).
+        inner: The inner optimizer, whose update rule runs per group.
+        step_state: The inner optimizer's per-step state variables.
+        positions, grads, variables: As for `process_gradients`.
+    """
+    base_lr = internals.current_learning_rate(inner)
+    step = internals.iterations_variable(inner)
+    index_of = {p: i for i, p in enumerate(positions)}
+    scale_values = {}
+    saved_state = None
+    if len(plan.groups) > 1 and step_state:
+        saved_state = [ops.copy(ops.convert_to_tensor(s)) for s in step_state]
+    first_call = True
+    for group in plan.groups:
+        idx = [index_of[p] for p in group.indices if p in index_of]
+        if not idx:
+            continue
+        learning_rate = base_lr
+        for rule_index in group.scale_rules:
+            if rule_index not in scale_values:
+                scale = rules[rule_index].scale_value(step)
+                scale_values[rule_index] = ops.cast(scale, "float32")
+            learning_rate = ops.multiply(learning_rate, scale_values[rule_index])
+        group_vars = [variables[i] for i in idx]
+        group_grads = [grads[i] for i in idx]
+        if group.weight_decay:
+            for variable in group_vars:
+                lr = ops.cast(learning_rate, variable.dtype)
+                wd = ops.cast(group.weight_decay, variable.dtype)
+                inner.assign_sub(variable, variable * wd * lr)
+        if saved_state is not None and not first_call:
+            # Per-step state (Nadam's `_u_product`) must advance once per
+            # step, not once per group: every group starts from the same
+            # pre-step value, so the last group leaves it advanced once.
+            for state, value in zip(step_state, saved_state):
+                state.assign(value)
+        internals.backend_update_step(inner, group_grads, group_vars, learning_rate)
+        first_call = False
+
+
+def _checked(new_grads, old_grads, variables, what):
+    """Checks a transform's output against its input, at trace time."""
+    new_grads = list(new_grads)
+    if len(new_grads) != len(old_grads):
+        raise ValueError(
+            f"{what} must return one gradient per variable. Expected "
+            f"{len(old_grads)}, received {len(new_grads)}."
+        )
+    for new, old, variable in zip(new_grads, old_grads, variables):
+        if new is None or tuple(new.shape) != tuple(old.shape):
+            raise ValueError(
+                f"{what} must return gradients of the variables' shapes. For "
+                f"variable {variable.path!r} expected shape {tuple(old.shape)}, "
+                f"received {None if new is None else tuple(new.shape)}."
+            )
+        if keras.backend.standardize_dtype(new.dtype) != keras.backend.standardize_dtype(old.dtype):
+            raise ValueError(
+                f"{what} must keep the gradients' dtype. For variable "
+                f"{variable.path!r} expected {old.dtype}, received {new.dtype}."
+            )
+    return new_grads
