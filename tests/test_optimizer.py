@@ -287,3 +287,46 @@ def test_config_round_trip():
     assert restored.get_config() == opt.get_config()
     assert restored.strict is False
     assert float(_value(restored.learning_rate)) == pytest.approx(0.002)
+
+
+def test_unregistered_function_rule_fails_at_load_with_keras_hint(tmp_path):
+    def make_predicate():
+        def is_l0(variable):
+            return variable.path.startswith("l0/")
+
+        return is_l0
+
+    model = helpers.mlp()
+    opt = lw.LayerwiseOptimizer(keras.optimizers.SGD(0.1), [lw.Rule(make_predicate(), lr_scale=0.5)])
+    _fit(model, opt, epochs=1)
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    with pytest.raises(TypeError, match="Could not locate function 'is_l0'.*register_keras_serializable"):
+        keras.models.load_model(path)
+
+
+@keras.saving.register_keras_serializable(package="layerwise_tests")
+def _is_head(variable):
+    return variable.path.startswith("l2/")
+
+
+@keras.saving.register_keras_serializable(package="layerwise_tests")
+def _halve(gradient, variable):
+    return gradient * 0.5
+
+
+def test_registered_functions_round_trip_in_safe_mode(tmp_path):
+    model = helpers.mlp()
+    opt = lw.LayerwiseOptimizer(
+        keras.optimizers.SGD(0.1), [lw.Rule(_is_head, lr_scale=0.5, gradient=_halve, name="head")]
+    )
+    _fit(model, opt, epochs=1)
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    rule = loaded.optimizer.get_rule("head")
+    assert rule.selector.fn is _is_head and rule.gradient[0].fn is _halve
+    x, y = helpers.data()
+    loaded.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    helpers.assert_weights_close(helpers.weights(loaded), helpers.weights(model), rtol=1e-6, atol=1e-7)
