@@ -330,3 +330,27 @@ def test_registered_functions_round_trip_in_safe_mode(tmp_path):
     loaded.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
     model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
     helpers.assert_weights_close(helpers.weights(loaded), helpers.weights(model), rtol=1e-6, atol=1e-7)
+
+
+def test_rule_global_norm_equals_keras_global_clipnorm_with_sparse_gradients(jit_compile):
+    # Embedding gradients are IndexedSlices on TensorFlow.
+    def model_fn():
+        keras.utils.set_random_seed(3)
+        tokens = keras.Input((5,), dtype="int32")
+        x = keras.layers.Embedding(20, 4, name="emb")(tokens)
+        x = keras.layers.GlobalAveragePooling1D()(x)
+        return keras.Model(tokens, keras.layers.Dense(2, name="out")(x))
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 20, size=(32, 5)).astype("int32")
+    y = rng.normal(size=(32, 2)).astype("float32")
+    model = model_fn()
+    model.compile(
+        lw.LayerwiseOptimizer(keras.optimizers.SGD(0.5), [lw.Rule(".*", gradient=lw.clip_by_global_norm(0.05))]),
+        "mse", jit_compile=jit_compile,
+    )
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    reference = model_fn()
+    reference.compile(keras.optimizers.SGD(0.5, global_clipnorm=0.05), "mse", jit_compile=jit_compile)
+    reference.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    helpers.assert_weights_close(helpers.weights(model), helpers.weights(reference))
