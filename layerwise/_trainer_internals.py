@@ -1,0 +1,107 @@
+"""Every reach into Keras' trainer and layer internals made by `observe` and
+`capture`, in one place.
+
+`tests/test_trainer_internals.py` fails loudly if Keras moves any of them.
+"""
+
+import inspect
+
+import keras
+from keras.src.backend.common import global_state
+from keras.src.backend.common.stateless_scope import get_stateless_scope
+
+# The signature of `JAXTrainer.compute_loss_and_updates`, whose auxiliary
+# output `ObservedModel` extends with the metric updates of `Observe` layers.
+JAX_COMPUTE_LOSS_AND_UPDATES_PARAMS = (
+    "trainable_variables",
+    "non_trainable_variables",
+    "metrics_variables",
+    "x",
+    "y",
+    "sample_weight",
+    "training",
+    "optimizer_variables",
+)
+
+
+def current_stateless_scope():
+    """The innermost `keras.StatelessScope`, or `None` outside of one."""
+    return get_stateless_scope()
+
+
+def discards_updates_to(variable):
+    """Whether an assignment to `variable` now would be silently dropped.
+
+    That is the case inside a `StatelessScope` that does not map `variable`:
+    the scope records the update, but whoever opened it only collects the
+    variables it mapped (on JAX, `stateless_call` collects the trainable and
+    non-trainable variables, never the metric variables).
+    """
+    scope = get_stateless_scope()
+    return scope is not None and scope.get_current_value(variable) is None
+
+
+def is_train_or_test_forward():
+    """Whether the current stateless scope is JAX's `fit`/`evaluate` forward.
+
+    `JAXTrainer.compute_loss_and_updates` calls `stateless_call` with
+    `return_losses=True`, which opens the scope with `collect_losses=True`;
+    `predict` and shape inference do not collect losses.
+    """
+    scope = get_stateless_scope()
+    return scope is not None and scope.collect_losses
+
+
+def calling_layer():
+    """The layer whose `call` is running now, or `None`.
+
+    `Layer.__call__` opens a name scope with `caller=layer` around `call`.
+    """
+    stack = global_state.get_global_attribute("name_scope_stack")
+    for scope in reversed(stack or []):
+        if isinstance(scope.caller, keras.layers.Layer):
+            return scope.caller
+    return None
+
+
+def nested_layers(model):
+    """Every layer below `model`, depth first, each once."""
+    return list(model._flatten_layers(include_self=False, recursive=True))
+
+
+def check_jax_compute_loss_and_updates(method):
+    """Fails loudly if the JAX trainer's step method changed shape."""
+    params = tuple(inspect.signature(method).parameters)
+    if params != JAX_COMPUTE_LOSS_AND_UPDATES_PARAMS:
+        raise RuntimeError(
+            "layerwise.ObservedModel needs Keras' "
+            "`JAXTrainer.compute_loss_and_updates` with parameters "
+            f"{JAX_COMPUTE_LOSS_AND_UPDATES_PARAMS}; this Keras "
+            f"({keras.__version__}) has {params}."
+        )
+
+
+def with_metrics_updates(model, aux, update_fn):
+    """Applies `update_fn`'s metric updates to the JAX step's auxiliary output.
+
+    `aux` is `(unscaled_loss, y_pred, non_trainable_variables,
+    metrics_variables)` as returned by `JAXTrainer.compute_loss_and_updates`.
+    `update_fn` runs in a `StatelessScope` mapping the model's metric
+    variables to the step's values; what it assigns becomes the step's new
+    metric values.
+    """
+    if len(aux) != 4:
+        raise RuntimeError(
+            "layerwise.ObservedModel expects `compute_loss_and_updates` to "
+            "return (loss, (unscaled_loss, y_pred, non_trainable_variables, "
+            f"metrics_variables)); this Keras ({keras.__version__}) returned "
+            f"an auxiliary output of length {len(aux)}."
+        )
+    unscaled_loss, y_pred, non_trainable_variables, metrics_variables = aux
+    refs = model.metrics_variables
+    with keras.StatelessScope(
+        state_mapping=list(zip(refs, metrics_variables))
+    ) as scope:
+        update_fn()
+    metrics_variables = [scope.get_current_value(ref) for ref in refs]
+    return unscaled_loss, y_pred, non_trainable_variables, metrics_variables

@@ -1,0 +1,61 @@
+"""Fails loudly if the Keras internals in `layerwise/_trainer_internals.py`
+move or change meaning."""
+
+import inspect
+
+import keras
+import numpy as np
+
+from layerwise import _trainer_internals
+from tests.conftest import only_on
+
+
+def test_calling_layer_is_the_layer_whose_call_runs():
+    seen = []
+
+    class Probe(keras.layers.Layer):
+        def call(self, x):
+            seen.append(_trainer_internals.calling_layer())
+            return x
+
+    probe = Probe()
+    probe(np.ones((1, 2), "float32"))
+    assert seen == [probe]
+    assert _trainer_internals.calling_layer() is None
+
+
+def test_discards_updates_only_inside_an_unmapping_stateless_scope():
+    variable = keras.Variable(0.0)
+    other = keras.Variable(1.0)
+    assert not _trainer_internals.discards_updates_to(variable)
+    with keras.StatelessScope(state_mapping=[(variable, 0.0)]):
+        assert not _trainer_internals.discards_updates_to(variable)
+        assert _trainer_internals.discards_updates_to(other)
+
+
+def test_train_or_test_forward_means_collecting_losses():
+    assert not _trainer_internals.is_train_or_test_forward()
+    with keras.StatelessScope(collect_losses=True):
+        assert _trainer_internals.is_train_or_test_forward()
+    with keras.StatelessScope():
+        assert not _trainer_internals.is_train_or_test_forward()
+
+
+def test_nested_layers_reach_sublayers():
+    inputs = keras.Input((4, 2))
+    mha = keras.layers.MultiHeadAttention(1, 2, name="mha")
+    model = keras.Model(inputs, mha(inputs, inputs))
+    layers = _trainer_internals.nested_layers(model)
+    assert mha in layers and mha.query_dense in layers
+
+
+@only_on("jax")
+def test_jax_compute_loss_and_updates_signature():
+    from keras.src.backend.jax.trainer import JAXTrainer
+
+    method = JAXTrainer.compute_loss_and_updates
+    params = tuple(inspect.signature(method).parameters)[1:]  # Drop self.
+    assert params == _trainer_internals.JAX_COMPUTE_LOSS_AND_UPDATES_PARAMS
+    source = inspect.getsource(method)
+    assert "stateless_call" in source and "return_losses=True" in source
+    assert "metrics_variables,\n        )" in source  # The 4-tuple aux.
