@@ -1,7 +1,27 @@
 """layerwise: control how each parameter learns, in Keras 3."""
 
+from layerwise import layers
+from layerwise import ops
+from layerwise.capture import Capture
+from layerwise.capture import capture
+from layerwise.normalizations import SpectralNorm
+from layerwise.normalizations import WeightNorm
+from layerwise.normalizations import spectral_norm
+from layerwise.normalizations import weight_norm
+from layerwise.observe import LastValue
+from layerwise.observe import Observe
+from layerwise.observe import ObservedModel
+from layerwise.observe import observe
 from layerwise.optimizer import LayerwiseOptimizer
+from layerwise.parametrize import FunctionParametrization
+from layerwise.parametrize import Parametrization
+from layerwise.parametrize import Parametrized
+from layerwise.parametrize import is_parametrized
+from layerwise.parametrize import parametrizations
+from layerwise.parametrize import parametrize
+from layerwise.parametrize import remove_parametrization
 from layerwise.rules import Rule
+from layerwise.set_learning_rate import SetLearningRate
 from layerwise.summary import plan_rows as summary_rows
 from layerwise.transforms import GradientTransform
 from layerwise.transforms import PerTensorTransform
@@ -17,17 +37,37 @@ from layerwise.transforms import zero
 __version__ = "0.1.0"
 
 __all__ = [
+    "Capture",
+    "FunctionParametrization",
     "GradientTransform",
+    "LastValue",
     "LayerwiseOptimizer",
+    "Observe",
+    "ObservedModel",
+    "Parametrization",
+    "Parametrized",
     "PerTensorTransform",
     "Rule",
+    "SetLearningRate",
+    "SpectralNorm",
+    "WeightNorm",
+    "capture",
     "chain",
     "clip_by_global_norm",
     "clip_by_l1_norm",
     "clip_by_norm",
     "clip_by_value",
+    "is_parametrized",
+    "layers",
+    "observe",
+    "ops",
+    "parametrizations",
+    "parametrize",
     "per_variable",
+    "remove_parametrization",
     "scale",
+    "spectral_norm",
     "summary_rows",
+    "weight_norm",
     "zero",
 ]

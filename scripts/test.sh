@@ -10,7 +10,7 @@ summary=()
 for backend in tensorflow jax torch; do
   echo "=== KERAS_BACKEND=$backend ==="
   start=$(date +%s)
-  KERAS_BACKEND=$backend .venv/bin/python -m pytest tests -q -p no:cacheprovider "$@"
+  KERAS_BACKEND=$backend .venv/bin/python -m pytest tests -p no:cacheprovider "$@"
   rc=$?
   summary+=("$backend: exit $rc in $(( $(date +%s) - start ))s")
   [ $rc -eq 0 ] || status=1

@@ -2,20 +2,41 @@
 show."""
 
 import doctest
+import importlib
 
+import keras
+import numpy as np
 import pytest
 
 import layerwise
-from layerwise import optimizer
-from layerwise import rules
-from layerwise import transforms
-
-MODULES = [optimizer, rules, transforms]
+# `importlib`, because `layerwise.capture` & co. are shadowed by the
+# functions of the same name that `layerwise/__init__.py` re-exports.
+MODULES = [
+    importlib.import_module(f"layerwise.{name}")
+    for name in (
+        "capture",
+        "layers",
+        "normalizations",
+        "observe",
+        "ops",
+        "optimizer",
+        "parametrize",
+        "rules",
+        "set_learning_rate",
+        "transforms",
+    )
+]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
 def test_docstring_examples_run(module):
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
+    # Keras' convention: examples assume `keras`, `np` (and here `lw`).
+    result = doctest.testmod(
+        module,
+        extraglobs={"keras": keras, "np": np, "lw": layerwise},
+        optionflags=doctest.ELLIPSIS,
+        verbose=False,
+    )
     assert result.attempted > 0, f"{module.__name__} has no examples"
     assert result.failed == 0
 
