@@ -22,6 +22,7 @@ The parametrizations' state (e.g. spectral norm's power-iteration vector) is
 tracked by the layer itself, so it is in `layer.weights` and in checkpoints.
 """
 
+import contextvars
 import functools
 
 import keras
@@ -30,6 +31,13 @@ from keras import ops
 from layerwise import _layer_internals as internals
 
 _REGISTRY_ATTR = "_layerwise_parametrizations"
+
+# True while a `Parametrized` wrapper serializes its layer: the one context in
+# which a parametrized layer's config is complete (the wrapper records the
+# parametrizations next to it).
+_serializing_in_wrapper = contextvars.ContextVar(
+    "layerwise_serializing_in_wrapper", default=False
+)
 
 
 @keras.saving.register_keras_serializable(package="layerwise")
@@ -128,6 +136,9 @@ def _hook(layer, create=False):
         return hook if isinstance(hook, _Hook) else None
     hook = _Hook(layer)
     internals.set_instance_override(layer, "call", hook)
+    internals.set_instance_override(
+        layer, "get_config", _guarded_get_config(layer, layer.get_config)
+    )
     if not layer.built:
         original_build = layer.build
 
@@ -141,6 +152,32 @@ def _hook(layer, create=False):
 
         internals.set_instance_override(layer, "build", build_then_register)
     return hook
+
+
+def _guarded_get_config(layer, original):
+    """Refuses to serialize a parametrized layer outside its wrapper.
+
+    A layer's own config cannot record its parametrizations, so a model
+    saved with the bare layer would load `phi` as if it were the weight
+    itself, silently. Saving fails loudly instead.
+    """
+
+    @functools.wraps(original)
+    def get_config():
+        if not _serializing_in_wrapper.get():
+            names = sorted({n for n, _ in parametrizations(layer)})
+            raise ValueError(
+                f"Layer '{layer.name}' has parametrized weights {names}, "
+                "which its own config cannot record: saved as it is, it "
+                "would load the stored `phi` as its weights. Save a model "
+                "that calls the `Parametrized` wrapper returned by "
+                "`layerwise.parametrize` instead, call "
+                "`layerwise.remove_parametrization` first, or use "
+                "`model.save_weights()`."
+            )
+        return original()
+
+    return get_config
 
 
 def _resolve(layer, name):
@@ -302,6 +339,7 @@ def remove_parametrization(layer, name):
         with internals.unlocked(layer):
             delattr(layer, _REGISTRY_ATTR)
         internals.clear_instance_override(layer, "call")
+        internals.clear_instance_override(layer, "get_config")
     return layer
 
 
@@ -374,7 +412,12 @@ class Parametrized(keras.layers.Wrapper):
             [name, keras.saving.serialize_keras_object(p)]
             for name, p in parametrizations(self.layer)
         ]
-        return {**super().get_config(), "parametrizations": pairs}
+        token = _serializing_in_wrapper.set(True)
+        try:
+            base = super().get_config()
+        finally:
+            _serializing_in_wrapper.reset(token)
+        return {**base, "parametrizations": pairs}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):

@@ -153,6 +153,17 @@ def test_save_and_load_restore_parametrization(tmp_path, jit_compile):
         np.testing.assert_array_equal(np_(a), np_(b))
 
 
+def test_saving_a_model_parametrized_in_place_fails_loudly(tmp_path):
+    inputs = keras.Input((4,))
+    dense = keras.layers.Dense(3, name="dense")
+    model = keras.Model(inputs, dense(inputs))
+    parametrize(dense, "kernel", double)
+    with pytest.raises(ValueError, match=r"Layer 'dense' has parametrized weights \['kernel'\]"):
+        model.save(str(tmp_path / "model.keras"))
+    remove_parametrization(dense, "kernel")
+    model.save(str(tmp_path / "model.keras"))
+
+
 def test_wrapper_weights_speak_theta():
     dense = keras.layers.Dense(3)
     dense.build((None, 4))
