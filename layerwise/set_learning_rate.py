@@ -33,7 +33,7 @@ _OPTIMIZERS = ("adaptive", "sgd")
 
 
 @keras.saving.register_keras_serializable(package="layerwise")
-class Scale(Parametrization):
+class LearningRateScale(Parametrization):
     """`theta = factor * phi`, the factor a non-trainable variable.
 
     Args:
@@ -128,7 +128,11 @@ class SetLearningRate(Parametrized):
         return scale if self.optimizer == "adaptive" else math.sqrt(scale)
 
     def _scales(self):
-        return [p for _, p in parametrizations(self.layer) if isinstance(p, Scale)]
+        return [
+            p
+            for _, p in parametrizations(self.layer)
+            if isinstance(p, LearningRateScale)
+        ]
 
     def _scale_weights(self):
         layer = self.layer
@@ -150,7 +154,7 @@ class SetLearningRate(Parametrized):
         factor = self._factor(self._initial_scale)
         for name, variable in own.items():
             if variable.trainable:
-                _add(layer, name, Scale(factor), first=True)
+                _add(layer, name, LearningRateScale(factor), first=True)
 
     @property
     def scale(self):
@@ -174,7 +178,7 @@ class SetLearningRate(Parametrized):
         scale = _check_scale(scale)
         hook = _hook(self.layer)
         for name, p in parametrizations(self.layer):
-            if isinstance(p, Scale):
+            if isinstance(p, LearningRateScale):
                 variable, _ = hook.targets[name]
                 theta = p(ops.convert_to_tensor(variable))
                 p.factor.assign(self._factor(scale))

@@ -140,13 +140,3 @@ def test_layer_called_twice_raises():
         capture(model, names=["shared"]),
     ):
         model.predict(np.ones((2, 3)), verbose=0)
-
-
-def test_docstring_examples_run():
-    import doctest
-
-    from layerwise import capture as module
-
-    globs = {"keras": keras, "np": np, **vars(module)}
-    result = doctest.testmod(module, globs=globs, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

@@ -45,3 +45,19 @@ def test_every_public_name_is_documented():
     for name in layerwise.__all__:
         obj = getattr(layerwise, name)
         assert obj.__doc__ and obj.__doc__.strip(), f"layerwise.{name} has no docstring"
+
+
+def test_registered_names_are_unique():
+    # Keras' registry is a dict: a second class registered under the same
+    # name would silently replace the first at load time.
+    classes = {}
+    for module in MODULES:
+        for value in vars(module).values():
+            if isinstance(value, type) and value.__module__ == module.__name__:
+                name = keras.saving.get_registered_name(value)
+                if name.startswith("layerwise>"):
+                    assert name not in classes, (name, classes.get(name), value)
+                    classes[name] = value
+    for name, cls in classes.items():
+        assert keras.saving.get_registered_object(name) is cls, name
+    assert len(classes) > 20

@@ -291,16 +291,6 @@ def test_mirrored_strategy_over_two_cpus():
     assert "OK 2" in result.stdout
 
 
-def test_docstring_examples_run():
-    import doctest
-
-    from layerwise import observe as module
-
-    globs = {"keras": keras, "np": np, **vars(module)}
-    result = doctest.testmod(module, globs=globs, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
-
-
 def test_custom_loop_example_runs():
     from examples import custom_loop_progbar
 
