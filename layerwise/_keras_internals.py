@@ -113,3 +113,20 @@ def update_context():
 
         return torch.no_grad()
     return contextlib.nullcontext()
+
+
+def decay_weights(optimizer, variables, weight_decay, learning_rate):
+    """Decoupled weight decay, `v <- v - v * weight_decay * learning_rate`,
+    computed as Keras' own optimizers do on each backend (one fused
+    `torch._foreach_mul_` on torch, so a group costs one kernel there)."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch._foreach_mul_(
+            [v.value for v in variables], 1 - weight_decay * learning_rate
+        )
+        return
+    for variable in variables:
+        lr = keras.ops.cast(learning_rate, variable.dtype)
+        wd = keras.ops.cast(weight_decay, variable.dtype)
+        optimizer.assign_sub(variable, variable * wd * lr)

@@ -81,10 +81,9 @@ def apply_updates(plan, rules, inner, step_state, positions, grads, variables):
         group_vars = [variables[i] for i in idx]
         group_grads = [grads[i] for i in idx]
         if group.weight_decay:
-            for variable in group_vars:
-                lr = ops.cast(learning_rate, variable.dtype)
-                wd = ops.cast(group.weight_decay, variable.dtype)
-                inner.assign_sub(variable, variable * wd * lr)
+            internals.decay_weights(
+                inner, group_vars, group.weight_decay, learning_rate
+            )
         if saved_state is not None and not first_call:
             # Per-step state (Nadam's `_u_product`) must advance once per
             # step, not once per group: every group starts from the same
