@@ -35,7 +35,7 @@ What can be captured, by layer name or path (`layer.path`):
 import keras
 import numpy as np
 
-from layerwise import _trainer_internals
+from layerwise._internals import trainers as _trainer_internals
 from layerwise.observe import Observe
 
 ATTENTION_SCORES = "attention_scores"

@@ -20,7 +20,7 @@ import contextvars
 import keras
 from keras import ops
 
-from layerwise import _trainer_internals
+from layerwise._internals import trainers as _trainer_internals
 
 REDUCTIONS = ("mean", "last")
 

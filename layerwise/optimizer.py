@@ -15,7 +15,7 @@ is left alone), and the multiplier costs one scalar product per group.
 import keras
 from keras import ops
 
-from layerwise import _keras_internals as internals
+from layerwise._internals import optimizers as internals
 from layerwise import _validation
 from layerwise import plan as plan_lib
 from layerwise import rules as rules_lib

@@ -28,7 +28,7 @@ import functools
 import keras
 from keras import ops
 
-from layerwise import _layer_internals as internals
+from layerwise._internals import layers as internals
 
 _REGISTRY_ATTR = "_layerwise_parametrizations"
 

@@ -22,7 +22,7 @@ import math
 import keras
 from keras import ops
 
-from layerwise import _layer_internals as internals
+from layerwise._internals import layers as internals
 from layerwise.parametrize import Parametrization
 from layerwise.parametrize import Parametrized
 from layerwise.parametrize import _add

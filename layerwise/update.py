@@ -9,7 +9,7 @@ the compiled train step; the Python loops run at trace time only.
 import keras
 from keras import ops
 
-from layerwise import _keras_internals as internals
+from layerwise._internals import optimizers as internals
 
 
 def process_gradients(plan, rules, gradient_hook, inner, positions, grads, variables):

@@ -1,10 +1,10 @@
-"""Every reach into Keras internals, in one place.
+"""Keras optimizer internals `LayerwiseOptimizer` relies on.
 
 `LayerwiseOptimizer` drives an inner Keras optimizer below its public
 `apply()`: it calls the inner optimizer's update once per group of variables
 sharing a learning rate. That needs a handful of private methods and
 attributes of `keras.optimizers.Optimizer`. They are named here and nowhere
-else, and `tests/test_keras_internals.py` fails loudly if Keras moves them.
+else, and `tests/test_internals_optimizers.py` fails loudly if Keras moves them.
 """
 
 import contextlib

@@ -1,4 +1,4 @@
-"""Fails loudly if the Keras internals in `layerwise/_trainer_internals.py`
+"""Fails loudly if the Keras internals in `layerwise/_internals/trainers.py`
 move or change meaning."""
 
 import inspect
@@ -6,7 +6,7 @@ import inspect
 import keras
 import numpy as np
 
-from layerwise import _trainer_internals
+from layerwise._internals import trainers as _trainer_internals
 from tests.conftest import only_on
 
 

@@ -1,6 +1,6 @@
 """Fails loudly if Keras moves an internal that `layerwise` relies on.
 
-Every private name `layerwise/_keras_internals.py` touches is checked here;
+Every private name `layerwise/_internals/optimizers.py` touches is checked here;
 if one of these fails after a Keras upgrade, adapt that module (and only
 that module).
 """
@@ -8,7 +8,7 @@ that module).
 import keras
 import pytest
 
-from layerwise import _keras_internals as internals
+from layerwise._internals import optimizers as internals
 
 
 @pytest.mark.parametrize(
@@ -27,7 +27,7 @@ from layerwise import _keras_internals as internals
 def test_optimizer_private_methods_exist(method):
     assert callable(getattr(keras.optimizers.Adam(), method, None)), (
         f"keras.optimizers.Optimizer.{method} moved; update "
-        "layerwise/_keras_internals.py"
+        "layerwise/_internals/optimizers.py"
     )
 
 

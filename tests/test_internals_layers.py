@@ -1,8 +1,8 @@
-"""Fails loudly if a piece of Keras that `_layer_internals` relies on moves."""
+"""Fails loudly if a piece of Keras that `layerwise._internals.layers` relies on moves."""
 
 import keras
 
-from layerwise import _layer_internals as internals
+from layerwise._internals import layers as internals
 
 
 def _built_dense():

@@ -1,0 +1,16 @@
+"""Every reach into Keras internals, in one place.
+
+`layerwise` uses Keras' public API everywhere else. What Keras offers no
+public API for lives here, split by what it touches:
+
+- `optimizers`: private methods of `keras.optimizers.Optimizer` that
+  `LayerwiseOptimizer` drives below `apply()`, and the backend switches of
+  the update.
+- `layers`: a built layer's tracker and per-instance method overrides, for
+  `parametrize`.
+- `trainers`: the trainer's stateless scope and step signature, for
+  `observe` / `capture` (the only module importing `keras.src`).
+
+Each module has a test (`tests/test_internals_*.py`) that fails loudly if
+Keras moves what it relies on; a Keras upgrade is adapted here and only here.
+"""
