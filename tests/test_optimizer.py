@@ -270,7 +270,8 @@ def test_lambda_rule_is_refused_at_load_in_safe_mode(tmp_path):
     )
     _fit(model, opt, epochs=1)
     path = os.path.join(tmp_path, "model.keras")
-    model.save(path)
+    with pytest.warns(UserWarning, match="lambda"):
+        model.save(path)
     with pytest.raises(ValueError, match="lambda"):
         keras.models.load_model(path)
     loaded = keras.models.load_model(path, safe_mode=False)
@@ -354,3 +355,13 @@ def test_rule_global_norm_equals_keras_global_clipnorm_with_sparse_gradients(jit
     reference.compile(keras.optimizers.SGD(0.5, global_clipnorm=0.05), "mse", jit_compile=jit_compile)
     reference.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     helpers.assert_weights_close(helpers.weights(model), helpers.weights(reference))
+
+
+def test_apply_gradients_pairs_and_returns_the_step():
+    a = keras.Variable(np.ones(2, "float32"), name="a")
+    b = keras.Variable(np.ones(2, "float32"), name="b")
+    opt = lw.LayerwiseOptimizer(keras.optimizers.SGD(0.5), [lw.Rule(a, lr_scale=0.2)])
+    step = opt.apply_gradients([(keras.ops.ones(2), a), (keras.ops.ones(2), b)])
+    assert int(_value(step)) == 1
+    np.testing.assert_allclose(_value(a), 0.9)
+    np.testing.assert_allclose(_value(b), 0.5)
