@@ -1,4 +1,5 @@
-"""A variable with multiplier `s` follows the inner optimizer at `lr * s`.
+"""A variable with multiplier `s` follows the inner optimizer at `lr * s`,
+for each of the 14 built-in optimizers below.
 
 Two independent references: (1) a custom loop where each variable has its
 own plain optimizer at `lr * s` and gradients computed in numpy; (2) `fit`
@@ -101,7 +102,7 @@ def test_custom_loop_matches_separate_optimizers(name):
         assert not np.allclose(keras.ops.convert_to_numpy(ref_var), w0[i])
 
 
-FIT_OPTIMIZERS = ["momentum", "adam", "adamw", "nadam", "lion"]
+FIT_OPTIMIZERS = sorted(OPTIMIZERS)
 
 
 def _multi_optimizer_reference(name, lr):
