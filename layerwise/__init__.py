@@ -20,7 +20,12 @@ from layerwise.parametrize import is_parametrized
 from layerwise.parametrize import parametrizations
 from layerwise.parametrize import parametrize
 from layerwise.parametrize import remove_parametrization
+from layerwise.recipes import detect_blocks
+from layerwise.recipes import discriminative
+from layerwise.recipes import layer_decay
 from layerwise.rules import Rule
+from layerwise.schedules import LinearWarmup
+from layerwise.schedules import warmup
 from layerwise.set_learning_rate import SetLearningRate
 from layerwise.summary import plan_rows as summary_rows
 from layerwise.transforms import GradientTransform
@@ -42,6 +47,7 @@ __all__ = [
     "GradientTransform",
     "LastValue",
     "LayerwiseOptimizer",
+    "LinearWarmup",
     "Observe",
     "ObservedModel",
     "Parametrization",
@@ -57,7 +63,10 @@ __all__ = [
     "clip_by_l1_norm",
     "clip_by_norm",
     "clip_by_value",
+    "detect_blocks",
+    "discriminative",
     "is_parametrized",
+    "layer_decay",
     "layers",
     "observe",
     "ops",
@@ -68,6 +77,7 @@ __all__ = [
     "scale",
     "spectral_norm",
     "summary_rows",
+    "warmup",
     "weight_norm",
     "zero",
 ]

@@ -21,7 +21,9 @@ MODULES = [
         "ops",
         "optimizer",
         "parametrize",
+        "recipes",
         "rules",
+        "schedules",
         "set_learning_rate",
         "transforms",
     )

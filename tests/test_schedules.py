@@ -65,7 +65,10 @@ def test_warmed_up_variable_follows_a_plain_optimizer_at_the_warmup_rate(inner):
     make = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}[inner]
     rng = np.random.default_rng(0)
     init = [rng.normal(size=(3, 2)).astype("float32"), rng.normal(size=(2,)).astype("float32")]
-    grads = [[rng.normal(size=w.shape).astype("float32") for w in init] for _ in range(7)]
+    grads = [
+        [keras.ops.convert_to_tensor(rng.normal(size=w.shape).astype("float32")) for w in init]
+        for _ in range(7)
+    ]
 
     body, head = keras.Variable(init[0], name="body"), keras.Variable(init[1], name="head")
     opt = lw.LayerwiseOptimizer(make(lr), [lw.Rule(body, lr_scale=warmup(scale, steps))])

@@ -8,8 +8,12 @@ public API for lives here, split by what it touches:
   the update.
 - `layers`: a built layer's tracker and per-instance method overrides, for
   `parametrize`.
+- `models`: a Functional model's topological depths, for `layer_decay`.
 - `trainers`: the trainer's stateless scope and step signature, for
-  `observe` / `capture` (the only module importing `keras.src`).
+  `observe` / `capture`.
+
+`trainers` and `models` import from `keras.src`; `optimizers` and `layers`
+use private attributes of public classes.
 
 Each module has a test (`tests/test_internals_*.py`) that fails loudly if
 Keras moves what it relies on; a Keras upgrade is adapted here and only here.

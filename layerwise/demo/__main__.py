@@ -109,17 +109,16 @@ STRATEGIES = ("one learning rate", "frozen body + head", "layer-wise")
 
 def _rules(strategy, model, decay):
     import layerwise as lw
+    from layerwise.recipes import layer_decay
 
-    blocks = [model.get_layer(n) for n in ("conv1", "conv2", "dense")]
+    body = [model.get_layer(n) for n in ("conv1", "conv2", "dense")]
     if strategy == "frozen body + head":
-        return [lw.Rule(blocks, frozen=True, name="body")]
+        return [lw.Rule(body, frozen=True, name="body")]
     if strategy == "layer-wise":
         # Input side first; each block learns `decay` times slower than the
-        # block above it, and the head keeps the full rate.
-        return [
-            lw.Rule(block, lr_scale=decay ** (len(blocks) - i), name=block.name)
-            for i, block in enumerate(blocks)
-        ]
+        # block above it, and the head keeps the full rate (the blocks are
+        # also what `layer_decay` detects on its own for this model).
+        return layer_decay(model, decay=decay, blocks=body + [model.get_layer("head")])
     return []
 
 
