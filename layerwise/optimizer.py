@@ -324,6 +324,8 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
 
     def apply(self, grads, trainable_variables=None):
         grads = list(grads)
+        if not grads:
+            return  # As Keras: applying no gradients is a no-op.
         if trainable_variables is None:
             if not self.built:
                 raise ValueError(

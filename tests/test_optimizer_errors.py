@@ -148,3 +148,9 @@ def test_unknown_variable_in_apply_is_refused():
 def test_plan_before_build_is_an_error():
     with pytest.raises(ValueError, match="not built yet"):
         lw.LayerwiseOptimizer(keras.optimizers.SGD()).plan
+
+
+def test_applying_no_gradients_is_a_no_op():
+    opt = lw.LayerwiseOptimizer(keras.optimizers.SGD())
+    opt.apply([], [])
+    assert not opt.built
