@@ -1,5 +1,6 @@
 """layerwise: control how each parameter learns, in Keras 3."""
 
+from layerwise import callbacks
 from layerwise import layers
 from layerwise import ops
 from layerwise.capture import Capture
@@ -57,6 +58,7 @@ __all__ = [
     "SetLearningRate",
     "SpectralNorm",
     "WeightNorm",
+    "callbacks",
     "capture",
     "chain",
     "clip_by_global_norm",

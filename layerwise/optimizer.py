@@ -199,7 +199,17 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         self.strict = strict
         self._rules = _bind_rules(rules, self._add_scale_variable)
         self._plan = None
-        self._step_state = ()
+        # Optimizers holding slots: the inner one, then one per set of
+        # variables unfrozen at runtime (see `set_frozen`).
+        self._updaters = [optimizer]
+        self._step_states = [()]
+        # Variable paths of each runtime-unfrozen set, saved in the config so
+        # a loaded optimizer rebuilds the same optimizers (and state layout).
+        self._unfrozen_paths = []
+        # Once `set_frozen` ran after build, the inner optimizer's slots no
+        # longer follow from the rules: the config records its variables.
+        self._inner_paths = None
+        self._updater_of = {}
 
     def _add_scale_variable(self, rule_name, value):
         safe_name = "".join(c if c.isalnum() or c in "_-." else "_" for c in rule_name)
@@ -216,7 +226,10 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
 
     @property
     def variables(self):
-        return self._variables + self.inner_optimizer.variables
+        variables = self._variables + self.inner_optimizer.variables
+        for updater in self._updaters[1:]:
+            variables = variables + updater.variables
+        return variables
 
     @property
     def iterations(self):
@@ -286,6 +299,94 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             )
         rule.lr_scale = value
 
+    def set_frozen(self, name, frozen):
+        """Freezes or unfreezes a rule's variables from the next step on.
+
+        A variable that becomes trainable here starts with fresh optimizer
+        state, exactly as a new inner optimizer would: zero slots and a step
+        count of its own starting at 0 (Adam's bias correction restarts),
+        at the shared learning rate times its multipliers. The variables
+        unfrozen by one call share a new optimizer of the inner optimizer's
+        class; whatever slots they held before stay allocated but unused,
+        so each unfreeze of a variable adds one set of slots. Freezing keeps
+        a variable's slots. The change is recorded in the
+        optimizer's config, so a saved model resumes with the same state.
+
+        A compiled train step must be retraced to see the change:
+        `layerwise.callbacks.GradualUnfreezing` does that in `fit`; in a
+        custom loop, re-create the `tf.function` / `jax.jit` step.
+
+        Args:
+            name: The rule's name.
+            frozen: `True` to freeze, `False` to unfreeze.
+        """
+        rule = self.get_rule(name)
+        if not isinstance(frozen, bool):
+            raise TypeError(
+                f"`frozen` must be True or False. Received: frozen={frozen!r}"
+            )
+        previous = rule.frozen
+        rule.frozen = frozen
+        if not self.built:
+            return
+        if self._inner_paths is None:
+            self._inner_paths = [
+                v.path for v in internals.built_variables(self.inner_optimizer)
+            ]
+        try:
+            plan = self._make_plan(internals.built_variables(self))
+            was_trainable = {self._var_key(p.variable) for p in self._plan.trainable}
+            unfrozen = [
+                p.variable
+                for p in plan.trainable
+                if self._var_key(p.variable) not in was_trainable
+            ]
+            if unfrozen:
+                self._add_updater(unfrozen)
+                plan = self._make_plan(internals.built_variables(self))
+        except BaseException:
+            rule.frozen = previous
+            raise
+        self._set_plan(plan)
+
+    def updater_name(self, index):
+        """The name of the optimizer holding slots for plan updater `index`."""
+        return self._updaters[index].name
+
+    def _make_plan(self, variables):
+        return plan_lib.make_plan(
+            self._rules,
+            variables,
+            self._default_weight_decay,
+            self.strict,
+            updater_of=lambda v: self._updater_of.get(self._var_key(v), 0),
+        )
+
+    def _set_plan(self, plan):
+        self._plan = plan
+        self._trainable_position = {
+            self._var_key(p.variable): i for i, p in enumerate(plan.trainable)
+        }
+
+    def _add_updater(self, variables, paths=None):
+        """A fresh optimizer of the inner optimizer's class for `variables`."""
+        inner = self.inner_optimizer
+        config = inner.get_config()
+        config["name"] = f"{inner.name}_unfrozen_{len(self._updaters)}"
+        with internals.variable_creation_scope(inner):
+            updater = type(inner).from_config(config)
+            updater.build(variables)
+        internals.track_step_state(updater)
+        index = len(self._updaters)
+        self._updaters.append(updater)
+        self._step_states.append(tuple(internals.step_state(updater)))
+        self._unfrozen_paths.append(
+            list(paths) if paths is not None else [v.path for v in variables]
+        )
+        for variable in variables:
+            self._updater_of[self._var_key(variable)] = index
+        return updater
+
     def summary(self, print_fn=None):
         """Prints, per variable: rules, lr scale, effective lr, decay,
         transforms and whether it is frozen."""
@@ -304,17 +405,31 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         if self.built:
             return
         variables = list(variables)
-        plan = plan_lib.make_plan(
-            self._rules, variables, self._default_weight_decay, self.strict
-        )
-        super().build(variables)
-        self._plan = plan
-        self.inner_optimizer.build(plan.trainable_variables())
-        internals.track_step_state(self.inner_optimizer)
-        self._step_state = tuple(internals.step_state(self.inner_optimizer))
-        self._trainable_position = {
-            self._var_key(p.variable): i for i, p in enumerate(plan.trainable)
+        saved_sets = self._unfrozen_paths
+        set_of_path = {
+            path: k + 1 for k, paths in enumerate(saved_sets) for path in paths
         }
+        self._updater_of = {
+            self._var_key(v): set_of_path[v.path]
+            for v in variables
+            if v.path in set_of_path
+        }
+        plan = self._make_plan(variables)
+        super().build(variables)
+        if self._inner_paths is None:
+            inner_variables = [p.variable for p in plan.trainable if p.updater == 0]
+        else:
+            inner_paths = set(self._inner_paths)
+            inner_variables = [v for v in variables if v.path in inner_paths]
+        self.inner_optimizer.build(inner_variables)
+        internals.track_step_state(self.inner_optimizer)
+        self._step_states = [tuple(internals.step_state(self.inner_optimizer))]
+        self._unfrozen_paths = []
+        for k, paths in enumerate(saved_sets):
+            self._add_updater(
+                [v for v in variables if set_of_path.get(v.path) == k + 1], paths
+            )
+        self._set_plan(plan)
         self.built = True
 
     def apply_gradients(self, grads_and_vars):
@@ -358,7 +473,7 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
                     positions, grads, variables,
                 )
                 update_lib.apply_updates(
-                    self._plan, self._rules, inner, self._step_state,
+                    self._plan, self._rules, self._updaters, self._step_states,
                     positions, grads, variables,
                 )
                 for variable in variables:
@@ -421,6 +536,8 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             "rules": [keras.saving.serialize_keras_object(r) for r in self._rules],
             "gradient_hook": keras.saving.serialize_keras_object(self.gradient_hook),
             "strict": self.strict,
+            "inner_built_on": self._inner_paths,
+            "unfrozen_at_runtime": [list(p) for p in self._unfrozen_paths],
         }
 
     @classmethod
@@ -438,4 +555,9 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             hook = keras.saving.deserialize_keras_object(
                 hook, custom_objects=custom_objects
             )
-        return cls(optimizer, rules, gradient_hook=hook, **config)
+        unfrozen = config.pop("unfrozen_at_runtime", [])
+        inner_paths = config.pop("inner_built_on", None)
+        instance = cls(optimizer, rules, gradient_hook=hook, **config)
+        instance._unfrozen_paths = [list(p) for p in unfrozen]
+        instance._inner_paths = inner_paths
+        return instance

@@ -21,6 +21,9 @@ class VariablePlan:
         frozen: Whether the variable is left untouched (and slot-free).
         transform_rules: Indices of the matching rules that have gradient
             transforms, in the order they are applied.
+        updater: Which optimizer holds the variable's slots: 0 for the inner
+            optimizer, `k` for the `k`-th set of variables unfrozen at
+            runtime (each gets a fresh optimizer of the inner's class).
     """
 
     variable: object
@@ -29,6 +32,7 @@ class VariablePlan:
     weight_decay: object
     frozen: bool
     transform_rules: tuple
+    updater: int = 0
 
     @property
     def path(self):
@@ -37,12 +41,14 @@ class VariablePlan:
 
 @dataclasses.dataclass(frozen=True)
 class UpdateGroup:
-    """Variables that share one learning rate and one decay coefficient.
+    """Variables that share one learning rate, one decay coefficient and
+    one optimizer holding their slots.
 
-    Each group is one call of the inner optimizer's update, so on torch the
+    Each group is one call of that optimizer's update, so on torch the
     fused multi-tensor kernels still see whole groups.
     """
 
+    updater: int
     scale_rules: tuple
     weight_decay: object
     indices: tuple  # positions in `Plan.trainable`
@@ -59,7 +65,7 @@ class Plan:
         return [p.variable for p in self.trainable]
 
 
-def make_plan(rules, variables, default_weight_decay, strict=True):
+def make_plan(rules, variables, default_weight_decay, strict=True, updater_of=None):
     """Merges `rules` over `variables`.
 
     Args:
@@ -68,6 +74,8 @@ def make_plan(rules, variables, default_weight_decay, strict=True):
         default_weight_decay: Callable `variable -> float or None`, the inner
             optimizer's own decay for a variable.
         strict: If `True`, a rule that matches no variable is an error.
+        updater_of: Optional callable `variable -> int`, the optimizer that
+            holds the variable's slots (default: 0, the inner optimizer).
 
     Returns:
         A `Plan`.
@@ -99,6 +107,7 @@ def make_plan(rules, variables, default_weight_decay, strict=True):
                 weight_decay=weight_decay,
                 frozen=frozen,
                 transform_rules=tuple(transform_rules),
+                updater=updater_of(variable) if updater_of else 0,
             )
         )
     if strict:
@@ -116,7 +125,7 @@ def make_plan(rules, variables, default_weight_decay, strict=True):
     trainable = tuple(p for p in plans if not p.frozen)
     groups = {}
     for position, p in enumerate(trainable):
-        key = (p.scale_rules, p.weight_decay)
+        key = (p.updater, p.scale_rules, p.weight_decay)
         groups.setdefault(key, []).append(position)
     transform_steps = []
     for index, rule in enumerate(rules):
@@ -131,7 +140,9 @@ def make_plan(rules, variables, default_weight_decay, strict=True):
         variables=tuple(plans),
         trainable=trainable,
         groups=tuple(
-            UpdateGroup(scale_rules=k[0], weight_decay=k[1], indices=tuple(v))
+            UpdateGroup(
+                updater=k[0], scale_rules=k[1], weight_decay=k[2], indices=tuple(v)
+            )
             for k, v in groups.items()
         ),
         transform_steps=tuple(transform_steps),

@@ -31,6 +31,9 @@ def plan_rows(optimizer):
                 "weight_decay": None if p.frozen else p.weight_decay,
                 "transforms": [] if p.frozen else transforms,
                 "frozen": p.frozen,
+                # Which optimizer holds its slots: the inner one, or the
+                # fresh one created when it was unfrozen at runtime.
+                "optimizer": optimizer.updater_name(p.updater),
             }
         )
     return rows
@@ -41,6 +44,10 @@ def print_summary(optimizer, print_fn=None):
     rows = plan_rows(optimizer)
     header = ("Variable", "Shape", "Rules", "LR scale", "Effective LR",
               "WD", "Transforms", "Frozen")
+    # The slot-holder column appears once something was unfrozen at runtime.
+    show_optimizer = len({r["optimizer"] for r in rows}) > 1
+    if show_optimizer:
+        header += ("Optimizer",)
     table = [header] + [
         (
             r["path"],
@@ -51,7 +58,7 @@ def print_summary(optimizer, print_fn=None):
             _format_number(r["weight_decay"]),
             ", ".join(r["transforms"]) or "-",
             "yes" if r["frozen"] else "no",
-        )
+        ) + ((r["optimizer"],) if show_optimizer else ())
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]

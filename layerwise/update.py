@@ -50,24 +50,31 @@ def process_gradients(plan, rules, gradient_hook, inner, positions, grads, varia
     return list(internals.clip_gradients(inner, grads))
 
 
-def apply_updates(plan, rules, inner, step_state, positions, grads, variables):
+def apply_updates(plan, rules, updaters, step_states, positions, grads, variables):
     """Decays and updates each group at `learning_rate * scale`.
 
     Args:
         plan: The optimizer's `Plan`.
         rules: The optimizer's rules (their multipliers are read here).
-        inner: The inner optimizer, whose update rule runs per group.
-        step_state: The inner optimizer's per-step state variables.
+        updaters: The optimizers holding slots: the inner optimizer first
+            (its learning rate and step are the base for every group), then
+            one per set of variables unfrozen at runtime.
+        step_states: Per updater, its per-step state variables.
         positions, grads, variables: As for `process_gradients`.
     """
+    inner = updaters[0]
     base_lr = internals.current_learning_rate(inner)
     step = internals.iterations_variable(inner)
     index_of = {p: i for i, p in enumerate(positions)}
     scale_values = {}
-    saved_state = None
-    if len(plan.groups) > 1 and step_state:
-        saved_state = [ops.copy(ops.convert_to_tensor(s)) for s in step_state]
-    first_call = True
+    saved_states = {}
+    for updater in {g.updater for g in plan.groups}:
+        calls = sum(1 for g in plan.groups if g.updater == updater)
+        if calls > 1 and step_states[updater]:
+            saved_states[updater] = [
+                ops.copy(ops.convert_to_tensor(s)) for s in step_states[updater]
+            ]
+    called = set()
     for group in plan.groups:
         idx = [index_of[p] for p in group.indices if p in index_of]
         if not idx:
@@ -84,14 +91,22 @@ def apply_updates(plan, rules, inner, step_state, positions, grads, variables):
             internals.decay_weights(
                 inner, group_vars, group.weight_decay, learning_rate
             )
-        if saved_state is not None and not first_call:
+        if group.updater in saved_states and group.updater in called:
             # Per-step state (Nadam's `_u_product`) must advance once per
             # step, not once per group: every group starts from the same
             # pre-step value, so the last group leaves it advanced once.
-            for state, value in zip(step_state, saved_state):
+            for state, value in zip(
+                step_states[group.updater], saved_states[group.updater]
+            ):
                 state.assign(value)
-        internals.backend_update_step(inner, group_grads, group_vars, learning_rate)
-        first_call = False
+        internals.backend_update_step(
+            updaters[group.updater], group_grads, group_vars, learning_rate
+        )
+        called.add(group.updater)
+    # Each optimizer holding runtime-unfrozen variables counts its own steps
+    # (Adam's bias correction restarts), the inner one is counted by the caller.
+    for updater in sorted(called - {0}):
+        internals.iterations_variable(updaters[updater]).assign_add(1)
 
 
 def _checked(new_grads, old_grads, variables, what):

@@ -14,6 +14,7 @@ import layerwise
 MODULES = [
     importlib.import_module(f"layerwise.{name}")
     for name in (
+        "callbacks",
         "capture",
         "layers",
         "normalizations",

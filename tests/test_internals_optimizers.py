@@ -53,3 +53,13 @@ def test_track_step_state_adds_untracked_variables():
     assert not any(v is opt._u_product for v in opt.variables)
     internals.track_step_state(opt)
     assert any(v is opt._u_product for v in opt.variables)
+
+
+def test_built_variables_and_creation_scope():
+    variables = [keras.Variable([1.0, 2.0]), keras.Variable([3.0])]
+    opt = keras.optimizers.Adam()
+    opt.build(variables)
+    assert internals.built_variables(opt) == variables
+    with internals.variable_creation_scope(opt):
+        created = keras.Variable(1.0)
+    assert float(created.numpy()) == 1.0

@@ -75,6 +75,11 @@ def track_step_state(optimizer):
             optimizer._tracker.add_to_store("variables", variable)
 
 
+def built_variables(optimizer):
+    """The variables `optimizer.build()` was called with."""
+    return optimizer._trainable_variables
+
+
 def untrack_variable(optimizer, variable):
     optimizer._untrack_variable(variable)
 
@@ -130,3 +135,12 @@ def decay_weights(optimizer, variables, weight_decay, learning_rate):
         lr = keras.ops.cast(learning_rate, variable.dtype)
         wd = keras.ops.cast(weight_decay, variable.dtype)
         optimizer.assign_sub(variable, variable * wd * lr)
+
+
+def variable_creation_scope(optimizer):
+    """Where to create optimizer variables after training started: inside
+    the optimizer's `tf.distribute` strategy on TensorFlow (mirrored
+    variables), anywhere on the other backends."""
+    if keras.backend.backend() == "tensorflow":
+        return optimizer._distribution_strategy.scope()
+    return contextlib.nullcontext()

@@ -1,0 +1,111 @@
+"""Callbacks that change how parameters learn while `fit` runs."""
+
+import keras
+
+from layerwise import optimizer as optimizer_lib
+
+
+def layerwise_optimizer_of(model):
+    """The model's `LayerwiseOptimizer`, also under a `LossScaleOptimizer`."""
+    optimizer = getattr(model, "optimizer", None)
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
+    if not isinstance(optimizer, optimizer_lib.LayerwiseOptimizer):
+        raise ValueError(
+            "The model must be compiled with a `layerwise.LayerwiseOptimizer` "
+            "(optionally inside a `LossScaleOptimizer`). Received: "
+            f"optimizer={optimizer!r}"
+        )
+    return optimizer
+
+
+class GradualUnfreezing(keras.callbacks.Callback):
+    """Unfreezes rules on a schedule of epochs (ULMFiT's gradual unfreezing).
+
+    At the start of every epoch, each rule the schedule lists at that epoch
+    or earlier is unfrozen, and each rule listed at a later epoch is frozen
+    (so the rules need not be created frozen). Unfreezing goes through
+    `LayerwiseOptimizer.set_frozen`: the unfrozen variables start with fresh
+    optimizer state, as a new optimizer would, and the change is part of the
+    optimizer's saved config. When something changed, the train function is
+    re-created, which costs one retrace.
+
+    Create the rules frozen (`Rule(..., frozen=True)`) to save the optimizer
+    slots of the frozen variables until they unfreeze; rules frozen by this
+    callback keep the slots the optimizer gave them at build.
+
+    Args:
+        schedule: A dict mapping an epoch (int >= 0) to the name of a rule of
+            the model's `LayerwiseOptimizer`, or a list of names, to unfreeze
+            at the start of that epoch.
+        verbose: If `1`, prints which rules change at each epoch.
+
+    Example:
+
+    >>> import keras, numpy as np, layerwise as lw
+    >>> model = keras.Sequential([keras.Input((4,)),
+    ...     keras.layers.Dense(8, name="body"), keras.layers.Dense(1, name="head")])
+    >>> opt = lw.LayerwiseOptimizer(keras.optimizers.Adam(1e-3),
+    ...     rules=lw.layer_decay(model, decay=0.5))
+    >>> model.compile(optimizer=opt, loss="mse")
+    >>> unfreeze = lw.callbacks.GradualUnfreezing({0: "head", 1: "body"})
+    >>> _ = model.fit(np.ones((8, 4)), np.ones((8, 1)), epochs=2, verbose=0,
+    ...               callbacks=[unfreeze])
+    >>> opt.get_rule("body").frozen
+    False
+    """
+
+    def __init__(self, schedule, verbose=0):
+        super().__init__()
+        if not isinstance(schedule, dict) or not schedule:
+            raise ValueError(
+                "`schedule` must be a non-empty dict mapping epochs to rule "
+                f"names. Received: schedule={schedule!r}"
+            )
+        start = {}
+        for epoch, names in schedule.items():
+            if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+                raise ValueError(
+                    "`schedule` keys must be epochs, ints >= 0. Received: "
+                    f"key {epoch!r}"
+                )
+            if isinstance(names, str):
+                names = [names]
+            if not isinstance(names, (list, tuple)) or not all(
+                isinstance(n, str) and n for n in names
+            ):
+                raise ValueError(
+                    "`schedule` values must be rule names or lists of rule "
+                    f"names. Received: schedule[{epoch}]={schedule[epoch]!r}"
+                )
+            for name in names:
+                if name in start:
+                    raise ValueError(
+                        f"`schedule` must list each rule once. Received rule "
+                        f"{name!r} at epochs {start[name]} and {epoch}."
+                    )
+                start[name] = epoch
+        self.schedule = dict(schedule)
+        self.verbose = verbose
+        self._start = start
+
+    def on_train_begin(self, logs=None):
+        optimizer = layerwise_optimizer_of(self.model)
+        for name in self._start:
+            optimizer.get_rule(name)  # Unknown names fail before training.
+
+    def on_epoch_begin(self, epoch, logs=None):
+        optimizer = layerwise_optimizer_of(self.model)
+        changes = []
+        for name, start in self._start.items():
+            frozen = epoch < start
+            if bool(optimizer.get_rule(name).frozen) != frozen:
+                optimizer.set_frozen(name, frozen)
+                changes.append(f"{'froze' if frozen else 'unfroze'} {name!r}")
+        if changes:
+            # The compiled step holds the old plan; the next step retraces.
+            self.model.make_train_function(force=True)
+            if self.verbose:
+                print(
+                    f"Epoch {epoch + 1}: GradualUnfreezing {', '.join(changes)}"
+                )

@@ -1,0 +1,178 @@
+"""Runtime unfreezing (`set_frozen`) and the `GradualUnfreezing` callback.
+
+The reference for an unfrozen variable is a fresh inner optimizer created at
+the step it unfreezes, fed the same gradients: zero slots, its own step count.
+"""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import layerwise as lw
+from tests import helpers
+
+OPTIMIZERS = {
+    "momentum": lambda lr: keras.optimizers.SGD(lr, momentum=0.9),
+    "adam": lambda lr: keras.optimizers.Adam(lr),
+    "adamw": lambda lr: keras.optimizers.AdamW(lr, weight_decay=0.1),
+    "nadam": lambda lr: keras.optimizers.Nadam(lr),
+}
+
+
+def _grad(w, target):
+    return keras.ops.convert_to_tensor((w - target).astype("float32"))
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_unfrozen_variables_start_like_a_fresh_optimizer(name):
+    """Frozen for 3 steps, then 4 steps equal to a fresh optimizer at lr*s;
+    the always-trainable variable equals one optimizer over all 7 steps."""
+    make, lr, scale = OPTIMIZERS[name], 0.05, 0.5
+    rng = np.random.default_rng(0)
+    w0 = [rng.normal(size=s).astype("float32") for s in [(3, 2), (2,)]]
+    targets = [rng.normal(size=w.shape).astype("float32") for w in w0]
+    body, head = (keras.Variable(w, name=n) for w, n in zip(w0, ["body", "head"]))
+    opt = lw.LayerwiseOptimizer(
+        make(lr), rules=[lw.Rule(body, lr_scale=scale, frozen=True, name="body")]
+    )
+    opt.build([body, head])
+    ref_body, ref_head = (keras.Variable(w) for w in w0)
+    ref_head_opt = make(lr)
+    ref_head_opt.build([ref_head])
+    ref_body_opt = make(lr * scale)
+    ref_body_opt.build([ref_body])
+    for step in range(7):
+        if step == 3:
+            opt.set_frozen("body", False)
+        grads = [_grad(keras.ops.convert_to_numpy(v), t) for v, t in zip([body, head], targets)]
+        opt.apply(grads, [body, head])
+        ref_head_opt.apply([grads[1]], [ref_head])
+        if step >= 3:
+            ref_body_opt.apply([grads[0]], [ref_body])
+        else:
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(body), w0[0])
+    helpers.assert_weights_close([body, head], [ref_body, ref_head], rtol=1e-5)
+    assert int(opt.iterations) == 7
+    unfrozen_opt = opt._updaters[1]
+    assert int(unfrozen_opt.iterations) == 4
+    # Slots were created for the unfrozen variable only when it unfroze.
+    assert [len(o.variables) for o in opt._updaters] == [
+        len(ref_head_opt.variables), len(ref_body_opt.variables)
+    ]
+
+
+def test_set_frozen_validates_and_changes_nothing_on_error():
+    model = helpers.mlp()
+    opt = lw.LayerwiseOptimizer(
+        keras.optimizers.Adam(), rules=[lw.Rule(model.get_layer("l0"), frozen=True, name="l0")]
+    )
+    opt.build(model.trainable_variables)
+    n_vars = len(opt.variables)
+    with pytest.raises(TypeError, match="`frozen` must be True or False"):
+        opt.set_frozen("l0", "no")
+    with pytest.raises(ValueError, match="must be the name of one of"):
+        opt.set_frozen("nope", False)
+    assert opt.get_rule("l0").frozen is True
+    assert len(opt.variables) == n_vars
+    assert sum(p.frozen for p in opt.plan.variables) == 2  # l0 kernel, bias
+
+
+def test_each_unfreeze_starts_fresh_and_summary_shows_the_optimizer():
+    model = helpers.mlp()
+    x, y = helpers.data()
+    opt = lw.LayerwiseOptimizer(
+        keras.optimizers.Adam(0.01), rules=[lw.Rule(model.get_layer("l1"), frozen=True, name="l1")]
+    )
+    model.compile(optimizer=opt, loss="mse")
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    n_vars = len(opt.variables)
+    opt.set_frozen("l1", False)
+    opt.set_frozen("l1", True)  # keeps the slots
+    assert len(opt._updaters) == 2
+    opt.set_frozen("l1", False)  # fresh state again: one more Adam
+    assert len(opt._updaters) == 3
+    # Per unfreeze: iterations, learning_rate, and m, v for kernel and bias.
+    assert len(opt.variables) == n_vars + 2 * (2 + 2 * 2)
+    lines = []
+    opt.summary(print_fn=lines.append)
+    assert "Optimizer" in lines[0].splitlines()[3]
+    rows = {r["path"]: r for r in lw.summary_rows(opt)}
+    assert rows["l1/kernel"]["optimizer"].endswith("_unfrozen_2")
+    assert rows["l0/kernel"]["optimizer"] == opt.inner_optimizer.name
+
+
+def _fit_with_schedule(jit_compile, epochs, model=None, initial_epoch=0):
+    x, y = helpers.data(n=64)
+    if model is None:
+        model = helpers.mlp()
+        opt = lw.LayerwiseOptimizer(
+            keras.optimizers.Adam(0.01), rules=lw.layer_decay(model, decay=0.5)
+        )
+        model.compile(optimizer=opt, loss="mse", jit_compile=jit_compile)
+    snapshots = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: snapshots.append(helpers.weights(model))
+    )
+    unfreeze = lw.callbacks.GradualUnfreezing({0: "l2", 1: "l1", 2: "l0"})
+    model.fit(
+        x, y, epochs=epochs, initial_epoch=initial_epoch, batch_size=16,
+        shuffle=False, verbose=0, callbacks=[unfreeze, record],
+    )
+    return model, snapshots
+
+
+def test_gradual_unfreezing_in_fit(jit_compile):
+    """Blocks move only from their epoch on; each unfrozen block has its own
+    step count."""
+    model, snaps = _fit_with_schedule(jit_compile, epochs=3)
+    initial = helpers.mlp()  # same seed: the initial weights
+    w0 = helpers.weights(initial)
+    # Variables: l0 kernel/bias, l1 kernel/bias, l2 kernel/bias.
+    def moved(snapshot, i):
+        return not np.array_equal(snapshot[i], w0[i])
+    assert [moved(snaps[0], i) for i in range(6)] == [False, False, False, False, True, True]
+    assert [moved(snaps[1], i) for i in range(6)] == [False, False, True, True, True, True]
+    assert all(moved(snaps[2], i) for i in range(6))
+    opt = model.optimizer
+    counts = [int(keras.ops.convert_to_numpy(o.iterations)) for o in opt._updaters]
+    # Epoch 0 freezes l0 and l1 (built trainable: the inner optimizer keeps
+    # their slots); they unfreeze into fresh optimizers at epochs 1 and 2.
+    assert counts == [12, 8, 4]
+
+
+def test_gradual_unfreezing_resumes_exactly_from_a_saved_model(tmp_path, jit_compile):
+    """2 epochs -> save -> load -> epoch 3 equals 3 epochs uninterrupted."""
+    full, _ = _fit_with_schedule(jit_compile, epochs=3)
+    keras.backend.clear_session()
+    half, _ = _fit_with_schedule(jit_compile, epochs=2)
+    path = os.path.join(tmp_path, "m.keras")
+    half.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.optimizer.get_config()["unfrozen_at_runtime"] == [
+        ["l1/kernel", "l1/bias"]
+    ]
+    loaded.compile(optimizer=loaded.optimizer, loss="mse", jit_compile=jit_compile)
+    resumed, _ = _fit_with_schedule(jit_compile, epochs=3, model=loaded, initial_epoch=2)
+    helpers.assert_weights_close(helpers.weights(resumed), helpers.weights(full), rtol=1e-6)
+
+
+def test_gradual_unfreezing_errors():
+    with pytest.raises(ValueError, match="non-empty dict"):
+        lw.callbacks.GradualUnfreezing([])
+    with pytest.raises(ValueError, match="ints >= 0"):
+        lw.callbacks.GradualUnfreezing({-1: "a"})
+    with pytest.raises(ValueError, match="each rule once"):
+        lw.callbacks.GradualUnfreezing({0: "a", 1: ["a"]})
+    model = helpers.mlp()
+    x, y = helpers.data(n=8)
+    model.compile(optimizer="adam", loss="mse")
+    with pytest.raises(ValueError, match="compiled with a `layerwise.LayerwiseOptimizer`"):
+        model.fit(x, y, verbose=0, callbacks=[lw.callbacks.GradualUnfreezing({0: "l0"})])
+    model = helpers.mlp()
+    model.compile(optimizer=lw.LayerwiseOptimizer(keras.optimizers.Adam()), loss="mse")
+    before = helpers.weights(model)
+    with pytest.raises(ValueError, match="must be the name of one of"):
+        model.fit(x, y, verbose=0, callbacks=[lw.callbacks.GradualUnfreezing({0: "l0"})])
+    helpers.assert_weights_close(helpers.weights(model), before, rtol=0, atol=0)
