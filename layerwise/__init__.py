@@ -13,6 +13,7 @@ from layerwise.observe import LastValue
 from layerwise.observe import Observe
 from layerwise.observe import ObservedModel
 from layerwise.observe import observe
+from layerwise.ema import ema_weights
 from layerwise.optimizer import LayerwiseOptimizer
 from layerwise.parametrize import FunctionParametrization
 from layerwise.parametrize import Parametrization
@@ -67,6 +68,7 @@ __all__ = [
     "clip_by_value",
     "detect_blocks",
     "discriminative",
+    "ema_weights",
     "is_parametrized",
     "layer_decay",
     "layers",

@@ -2,6 +2,7 @@
 
 import keras
 
+from layerwise import ema as ema_lib
 from layerwise import optimizer as optimizer_lib
 
 
@@ -109,3 +110,44 @@ class GradualUnfreezing(keras.callbacks.Callback):
                 print(
                     f"Epoch {epoch + 1}: GradualUnfreezing {', '.join(changes)}"
                 )
+
+
+class EvaluateWithEMA(keras.callbacks.Callback):
+    """Validates (and evaluates) with the EMA weights; trains on the raw ones.
+
+    Each time an evaluation starts (the validation at the end of each epoch
+    of `fit`, or `evaluate(..., callbacks=[...])`) the averages are swapped
+    in; when it ends the raw weights come back bit for bit, and training
+    continues on them. `keras.callbacks.SwapEMAWeights` does the same for a
+    plain Keras optimizer, but it takes any optimizer with an
+    `inner_optimizer` attribute for a `LossScaleOptimizer` and so cannot find
+    a `LayerwiseOptimizer`'s averages.
+
+    Example:
+
+    >>> import keras, numpy as np, layerwise as lw
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile(loss="mse",
+    ...     optimizer=lw.LayerwiseOptimizer(keras.optimizers.SGD(0.1), ema=0.9))
+    >>> x, y = np.ones((4, 2)), np.ones((4, 1))
+    >>> history = model.fit(x, y, epochs=2, validation_data=(x, y), verbose=0,
+    ...                     callbacks=[lw.callbacks.EvaluateWithEMA()])
+    >>> with lw.ema_weights(model):
+    ...     ema_loss = model.evaluate(x, y, verbose=0)
+    >>> bool(np.isclose(history.history["val_loss"][-1], ema_loss))
+    True
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._swap = None
+
+    def on_test_begin(self, logs=None):
+        if self._swap is None:
+            self._swap = ema_lib.ema_weights(self.model)
+            self._swap.__enter__()
+
+    def on_test_end(self, logs=None):
+        if self._swap is not None:
+            swap, self._swap = self._swap, None
+            swap.__exit__(None, None, None)

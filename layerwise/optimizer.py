@@ -17,6 +17,8 @@ from keras import ops
 
 from layerwise._internals import optimizers as internals
 from layerwise import _validation
+from layerwise import accumulation as accumulation_lib
+from layerwise import ema as ema_lib
 from layerwise import plan as plan_lib
 from layerwise import rules as rules_lib
 from layerwise import summary as summary_lib
@@ -72,12 +74,64 @@ def _check_inner(optimizer):
             "on the variables it trains (frozen variables get no slots). "
             f"Pass a fresh optimizer. Received: optimizer={optimizer.name!r}"
         )
-    for arg in ("use_ema", "gradient_accumulation_steps"):
-        if getattr(optimizer, arg):
-            raise ValueError(
-                f"LayerwiseOptimizer does not support `{arg}` on the inner "
-                f"optimizer yet. Received: {arg}={getattr(optimizer, arg)!r}"
-            )
+    if optimizer.use_ema and optimizer.ema_overwrite_frequency:
+        raise ValueError(
+            "LayerwiseOptimizer takes over the inner optimizer's `use_ema` "
+            "but not `ema_overwrite_frequency`: swap the averages in with "
+            "`layerwise.ema_weights(model)` or "
+            "`layerwise.callbacks.EvaluateWithEMA`. Received: ema_overwrite_frequency="
+            f"{optimizer.ema_overwrite_frequency!r}"
+        )
+
+
+def _take_over_inner(optimizer, accumulate_steps, ema, ema_overwrite_at_end):
+    """The inner optimizer's `gradient_accumulation_steps` and `use_ema`
+    become this optimizer's `accumulate_steps` and `ema` (with Keras'
+    overwrite at the end of `fit`); the inner one then keeps neither, so it
+    creates no second set of accumulators or averages."""
+    inner_steps = optimizer.gradient_accumulation_steps
+    if inner_steps and accumulate_steps not in (None, inner_steps):
+        raise ValueError(
+            "`accumulate_steps` and the inner optimizer's "
+            "`gradient_accumulation_steps` disagree. Received: "
+            f"accumulate_steps={accumulate_steps}, "
+            f"gradient_accumulation_steps={inner_steps}"
+        )
+    if optimizer.use_ema and ema not in (None, optimizer.ema_momentum):
+        raise ValueError(
+            "`ema` and the inner optimizer's `ema_momentum` disagree. "
+            f"Received: ema={ema}, ema_momentum={optimizer.ema_momentum}"
+        )
+    # Checked both before changing either: a failed call changes nothing.
+    if inner_steps:
+        accumulate_steps = inner_steps
+        optimizer.gradient_accumulation_steps = None
+    if optimizer.use_ema:
+        ema = optimizer.ema_momentum
+        ema_overwrite_at_end = True
+        optimizer.use_ema = False
+    return accumulate_steps, ema, ema_overwrite_at_end
+
+
+def _check_accumulate_steps(value):
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            "`accumulate_steps` must be an int >= 1 (1: no accumulation). "
+            f"Received: accumulate_steps={value!r}"
+        )
+    return value
+
+
+def _check_ema(value):
+    if value is None:
+        return None
+    if not _validation.is_real_number(value) or not 0 <= value < 1:
+        raise ValueError(
+            f"`ema` must be a momentum in [0, 1), or None. Received: ema={value!r}"
+        )
+    return float(value)
 
 
 def _bind_rules(rules, add_scale_variable):
@@ -139,6 +193,25 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             `get_gradients`.
         strict: If `True` (default), building fails when a rule matches no
             variable.
+        accumulate_steps: Optional int `k`: gradients of `k` consecutive
+            micro-batches are averaged and applied as one step, exactly as
+            one `k` times larger batch with a mean-reduced loss (transforms,
+            clipping, decay, step count and EMA see only real steps). One
+            accumulator per non-frozen variable; micro-steps do no update
+            work. The inner optimizer's `gradient_accumulation_steps` is
+            taken over the same way.
+        ema: Optional momentum of an exponential moving average of the
+            non-frozen weights, updated once per real step. The inner
+            optimizer's `use_ema` / `ema_momentum` is taken over the same
+            way. Swap the averages in with `layerwise.ema_weights(model)`;
+            validate with them with `layerwise.callbacks.EvaluateWithEMA`.
+        ema_bias_correction: If `True`, the average is debiased (optax's
+            `ema(debias=True)`); by default the first step copies the weights,
+            as Keras' `use_ema` does.
+        ema_overwrite_at_end: If `True`, `fit` ends by writing the averages
+            into the weights, as Keras' `use_ema` does (and the default when
+            the inner optimizer brought `use_ema`). By default the raw
+            weights are kept.
         name: Optional name of the optimizer.
 
     Example:
@@ -164,6 +237,10 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         *,
         gradient_hook=None,
         strict=True,
+        accumulate_steps=None,
+        ema=None,
+        ema_bias_correction=False,
+        ema_overwrite_at_end=False,
         name=None,
         **kwargs,
     ):
@@ -185,10 +262,26 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             _validation.check_arity(gradient_hook, 2, "gradient_hook")
         if not isinstance(strict, bool):
             raise TypeError(f"`strict` must be a bool. Received: strict={strict!r}")
+        for arg, value in (
+            ("ema_bias_correction", ema_bias_correction),
+            ("ema_overwrite_at_end", ema_overwrite_at_end),
+        ):
+            if not isinstance(value, bool):
+                raise TypeError(f"`{arg}` must be a bool. Received: {arg}={value!r}")
+        accumulate_steps = _check_accumulate_steps(accumulate_steps)
+        ema = _check_ema(ema)
+        if optimizer.gradient_accumulation_steps:
+            _check_accumulate_steps(optimizer.gradient_accumulation_steps)
         # Validate every rule before creating any state, so a bad rule list
         # leaves nothing half-built.
         _bind_rules(rules, lambda name, value: None)
 
+        accumulate_steps, ema, ema_overwrite_at_end = _take_over_inner(
+            optimizer,
+            None if accumulate_steps == 1 else accumulate_steps,
+            ema,
+            ema_overwrite_at_end,
+        )
         super().__init__(learning_rate=0.0, name=name)
         # The inner optimizer owns the step counter and the learning rate;
         # drop the base class's unused copies from this optimizer's state.
@@ -197,6 +290,14 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         self.inner_optimizer = optimizer
         self.gradient_hook = gradient_hook
         self.strict = strict
+        self.accumulate_steps = accumulate_steps or 1
+        self.ema = ema
+        self.ema_bias_correction = ema_bias_correction
+        self.ema_overwrite_at_end = ema_overwrite_at_end
+        self.use_ema = ema is not None
+        self._micro_step = None
+        self._accumulators = {}
+        self._averages = {}
         self._rules = _bind_rules(rules, self._add_scale_variable)
         self._plan = None
         # Optimizers holding slots: the inner one, then one per set of
@@ -247,9 +348,10 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         return self.inner_optimizer.scale_loss(loss)
 
     def finalize_variable_values(self, var_list):
-        self.inner_optimizer.finalize_variable_values(
-            self._plan.trainable_variables() if self._plan else var_list
-        )
+        # Called by `fit` at its end: Keras' `use_ema` semantics when asked.
+        if self.ema_overwrite_at_end and self.built:
+            for variable, average in self.ema_pairs():
+                variable.assign(average)
 
     # ------------------------------------------------------------------
     # Rules.
@@ -342,7 +444,7 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
                 if self._var_key(p.variable) not in was_trainable
             ]
             if unfrozen:
-                self._add_updater(unfrozen)
+                self._add_updater(unfrozen, at_runtime=True)
                 plan = self._make_plan(internals.built_variables(self))
         except BaseException:
             rule.frozen = previous
@@ -368,7 +470,7 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             self._var_key(p.variable): i for i, p in enumerate(plan.trainable)
         }
 
-    def _add_updater(self, variables, paths=None):
+    def _add_updater(self, variables, paths=None, at_runtime=False):
         """A fresh optimizer of the inner optimizer's class for `variables`."""
         inner = self.inner_optimizer
         config = inner.get_config()
@@ -376,6 +478,7 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         with internals.variable_creation_scope(inner):
             updater = type(inner).from_config(config)
             updater.build(variables)
+            self._add_accumulators_and_averages(variables, at_runtime)
         internals.track_step_state(updater)
         index = len(self._updaters)
         self._updaters.append(updater)
@@ -386,6 +489,33 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         for variable in variables:
             self._updater_of[self._var_key(variable)] = index
         return updater
+
+    def _add_accumulators_and_averages(self, variables, at_runtime=False):
+        """Per slot-holding variable: an accumulator if accumulating, an
+        average if keeping an EMA."""
+        for variable in variables:
+            key = self._var_key(variable)
+            if self.accumulate_steps > 1:
+                self._accumulators[key] = self.add_variable_from_reference(
+                    variable, "accumulator"
+                )
+            if self.ema is not None:
+                average = self.add_variable_from_reference(variable, "average")
+                if at_runtime:
+                    # The variable was frozen so far: its average is its
+                    # value (a copy: two JAX variables must not share one
+                    # buffer). At build, the first step's update copies the
+                    # weights instead, which also works inside a traced step.
+                    average.assign(ops.copy(variable.value))
+                self._averages[key] = average
+
+    def ema_pairs(self):
+        """`(variable, average)` for every variable that has an EMA."""
+        return [
+            (v, self._averages[self._var_key(v)])
+            for v in internals.built_variables(self)
+            if self._var_key(v) in self._averages
+        ]
 
     def summary(self, print_fn=None):
         """Prints, per variable: rules, lr scale, effective lr, decay,
@@ -415,13 +545,26 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             if v.path in set_of_path
         }
         plan = self._make_plan(variables)
+        # The base build would create Keras' own averages for every variable;
+        # ours exist only for non-frozen ones (`_add_accumulators_and_averages`).
+        self.use_ema = False
         super().build(variables)
+        self.use_ema = self.ema is not None
         if self._inner_paths is None:
             inner_variables = [p.variable for p in plan.trainable if p.updater == 0]
         else:
             inner_paths = set(self._inner_paths)
             inner_variables = [v for v in variables if v.path in inner_paths]
+        if self.accumulate_steps > 1:
+            self._micro_step = self.add_variable(
+                shape=(),
+                initializer="zeros",
+                dtype="int32",
+                aggregation="only_first_replica",
+                name="micro_step",
+            )
         self.inner_optimizer.build(inner_variables)
+        self._add_accumulators_and_averages(inner_variables)
         internals.track_step_state(self.inner_optimizer)
         self._step_states = [tuple(internals.step_state(self.inner_optimizer))]
         self._unfrozen_paths = []
@@ -460,26 +603,48 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
                 f"{len(grads)} gradients for {len(trainable_variables)} "
                 "variables."
             )
-        inner = self.inner_optimizer
         with keras.name_scope(self.name), internals.update_context():
             positions, grads, variables = self._trainable_subset(
                 grads, trainable_variables
             )
-            if grads:
-                if inner.loss_scale_factor is not None:
-                    grads = [g / inner.loss_scale_factor for g in grads]
-                grads = update_lib.process_gradients(
-                    self._plan, self._rules, self.gradient_hook, inner,
-                    positions, grads, variables,
-                )
-                update_lib.apply_updates(
-                    self._plan, self._rules, self._updaters, self._step_states,
-                    positions, grads, variables,
-                )
-                for variable in variables:
-                    if variable.constraint is not None:
-                        variable.assign(variable.constraint(variable))
-        internals.iterations_variable(inner).assign_add(1)
+            if self.accumulate_steps == 1:
+                self._step(positions, grads, variables)
+                return
+            accumulation_lib.accumulate_or_update(
+                self._micro_step,
+                self.accumulate_steps,
+                [self._accumulators[self._var_key(v)] for v in variables],
+                grads,
+                lambda mean: self._step(positions, mean, variables),
+                state=self.variables + list(variables),
+            )
+
+    def _step(self, positions, grads, variables):
+        """One real step: process, decay, update, average, count."""
+        inner = self.inner_optimizer
+        if grads:
+            if inner.loss_scale_factor is not None:
+                grads = [g / inner.loss_scale_factor for g in grads]
+            grads = update_lib.process_gradients(
+                self._plan, self._rules, self.gradient_hook, inner,
+                positions, grads, variables,
+            )
+            update_lib.apply_updates(
+                self._plan, self._rules, self._updaters, self._step_states,
+                positions, grads, variables,
+            )
+            for variable in variables:
+                if variable.constraint is not None:
+                    variable.assign(variable.constraint(variable))
+        step = internals.iterations_variable(inner)
+        if self.ema is not None:
+            ema_lib.update_averages(
+                [(v, self._averages[self._var_key(v)]) for v in variables],
+                self.ema,
+                step,
+                self.ema_bias_correction,
+            )
+        step.assign_add(1)
 
     def _trainable_subset(self, grads, variables):
         """Drops frozen variables and missing gradients.
@@ -536,6 +701,10 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             "rules": [keras.saving.serialize_keras_object(r) for r in self._rules],
             "gradient_hook": keras.saving.serialize_keras_object(self.gradient_hook),
             "strict": self.strict,
+            "accumulate_steps": self.accumulate_steps,
+            "ema": self.ema,
+            "ema_bias_correction": self.ema_bias_correction,
+            "ema_overwrite_at_end": self.ema_overwrite_at_end,
             "inner_built_on": self._inner_paths,
             "unfrozen_at_runtime": [list(p) for p in self._unfrozen_paths],
         }

@@ -103,12 +103,12 @@ def test_each_unfreeze_starts_fresh_and_summary_shows_the_optimizer():
     assert rows["l0/kernel"]["optimizer"] == opt.inner_optimizer.name
 
 
-def _fit_with_schedule(jit_compile, epochs, model=None, initial_epoch=0):
+def _fit_with_schedule(jit_compile, epochs, model=None, initial_epoch=0, **kwargs):
     x, y = helpers.data(n=64)
     if model is None:
         model = helpers.mlp()
         opt = lw.LayerwiseOptimizer(
-            keras.optimizers.Adam(0.01), rules=lw.layer_decay(model, decay=0.5)
+            keras.optimizers.Adam(0.01), rules=lw.layer_decay(model, decay=0.5), **kwargs
         )
         model.compile(optimizer=opt, loss="mse", jit_compile=jit_compile)
     snapshots = []
@@ -143,10 +143,12 @@ def test_gradual_unfreezing_in_fit(jit_compile):
 
 
 def test_gradual_unfreezing_resumes_exactly_from_a_saved_model(tmp_path, jit_compile):
-    """2 epochs -> save -> load -> epoch 3 equals 3 epochs uninterrupted."""
-    full, _ = _fit_with_schedule(jit_compile, epochs=3)
+    """2 epochs -> save -> load -> epoch 3 equals 3 epochs uninterrupted,
+    with accumulation (3 micro-batches per step: cycles cross epochs) and EMA."""
+    options = dict(accumulate_steps=3, ema=0.5)
+    full, _ = _fit_with_schedule(jit_compile, epochs=3, **options)
     keras.backend.clear_session()
-    half, _ = _fit_with_schedule(jit_compile, epochs=2)
+    half, _ = _fit_with_schedule(jit_compile, epochs=2, **options)
     path = os.path.join(tmp_path, "m.keras")
     half.save(path)
     loaded = keras.models.load_model(path)
@@ -156,6 +158,8 @@ def test_gradual_unfreezing_resumes_exactly_from_a_saved_model(tmp_path, jit_com
     loaded.compile(optimizer=loaded.optimizer, loss="mse", jit_compile=jit_compile)
     resumed, _ = _fit_with_schedule(jit_compile, epochs=3, model=loaded, initial_epoch=2)
     helpers.assert_weights_close(helpers.weights(resumed), helpers.weights(full), rtol=1e-6)
+    for (_, a), (_, b) in zip(resumed.optimizer.ema_pairs(), full.optimizer.ema_pairs()):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-6)
 
 
 def test_gradual_unfreezing_errors():

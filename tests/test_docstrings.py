@@ -16,6 +16,7 @@ MODULES = [
     for name in (
         "callbacks",
         "capture",
+        "ema",
         "layers",
         "normalizations",
         "observe",

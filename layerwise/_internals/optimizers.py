@@ -144,3 +144,31 @@ def variable_creation_scope(optimizer):
     if keras.backend.backend() == "tensorflow":
         return optimizer._distribution_strategy.scope()
     return contextlib.nullcontext()
+
+
+def run_one_branch(pred, true_fn, false_fn, state):
+    """Runs `true_fn()` if `pred` else `false_fn()`; both assign variables.
+
+    TensorFlow (`tf.cond`) and torch (Python `if`) run a branch's variable
+    assignments as they are. A `jax.lax.cond` branch must be pure, so on JAX
+    each branch runs in its own `keras.StatelessScope` over `state` (every
+    variable it may read or write) and returns the new values, which are
+    assigned after the `cond`. Only the taken branch executes either way.
+    """
+    if keras.backend.backend() != "jax":
+        keras.ops.cond(pred, true_fn, false_fn)
+        return
+    state = list({id(v): v for v in state}.values())
+
+    def pure(fn):
+        def branch():
+            mapping = [(v, v.value) for v in state]
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                fn()
+            return [scope.get_current_value(v) for v in state]
+
+        return branch
+
+    values = keras.ops.cond(pred, pure(true_fn), pure(false_fn))
+    for variable, value in zip(state, values):
+        variable.assign(value)
