@@ -2,6 +2,7 @@
 
 import keras
 
+from layerwise._internals import trainers
 from layerwise import ema as ema_lib
 from layerwise import optimizer as optimizer_lib
 
@@ -151,3 +152,50 @@ class EvaluateWithEMA(keras.callbacks.Callback):
         if self._swap is not None:
             swap, self._swap = self._swap, None
             swap.__exit__(None, None, None)
+
+
+class LogDiagnostics(keras.callbacks.Callback):
+    """Puts the optimizer's per-rule diagnostics into `fit`'s logs.
+
+    With `LayerwiseOptimizer(..., log=("lr", "grad_norm", "update_ratio"))`,
+    adds `"<stat>/<rule>"` entries (e.g. `"grad_norm/encoder"`) to the logs
+    of every batch and epoch: the progress bar, `History` and every callback
+    listed after this one see them. Values are those of the last real step
+    (like `Progbar`'s `stateful_metrics`), not epoch means. Keras gives an
+    optimizer no way to write into `fit`'s logs, hence this callback.
+
+    Example:
+
+    >>> import keras, numpy as np, layerwise as lw
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, name="d")])
+    >>> opt = lw.LayerwiseOptimizer(keras.optimizers.SGD(0.1),
+    ...     [lw.Rule(model.get_layer("d"), lr_scale=0.5, name="d")], log=("lr",))
+    >>> model.compile(optimizer=opt, loss="mse")
+    >>> history = model.fit(np.ones((4, 2)), np.ones((4, 1)), verbose=0,
+    ...                     callbacks=[lw.callbacks.LogDiagnostics()])
+    >>> round(history.history["lr/d"][0], 6)
+    0.05
+    """
+
+    def on_train_begin(self, logs=None):
+        optimizer = layerwise_optimizer_of(self.model)
+        if not optimizer.log:
+            raise ValueError(
+                "LogDiagnostics needs a LayerwiseOptimizer created with "
+                "`log=(...)`, e.g. `log=('lr', 'grad_norm', 'update_ratio')`. "
+                f"Received: log={optimizer.log!r}"
+            )
+
+    def _add(self, logs):
+        if logs is None:
+            return
+        variables = layerwise_optimizer_of(self.model).log_variables
+        values = trainers.latest_optimizer_values(self.model, list(variables.values()))
+        for name, value in zip(variables, values):
+            logs[name] = float(keras.ops.convert_to_numpy(value))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._add(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._add(logs)

@@ -113,6 +113,20 @@ def _take_over_inner(optimizer, accumulate_steps, ema, ema_overwrite_at_end):
     return accumulate_steps, ema, ema_overwrite_at_end
 
 
+_LOG_STATS = ("lr", "grad_norm", "update_ratio")
+
+
+def _check_log(value):
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, (list, tuple)) or any(s not in _LOG_STATS for s in value):
+        raise ValueError(
+            f"`log` must be a tuple of names among {_LOG_STATS}. Received: "
+            f"log={value!r}"
+        )
+    return tuple(dict.fromkeys(value))
+
+
 def _check_accumulate_steps(value):
     if value is None:
         return 1
@@ -132,6 +146,11 @@ def _check_ema(value):
             f"`ema` must be a momentum in [0, 1), or None. Received: ema={value!r}"
         )
     return float(value)
+
+
+def _safe(name):
+    """`name` with only the characters Keras allows in variable names."""
+    return "".join(c if c.isalnum() or c in "_-." else "_" for c in name)
 
 
 def _bind_rules(rules, add_scale_variable):
@@ -212,6 +231,15 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             into the weights, as Keras' `use_ema` does (and the default when
             the inner optimizer brought `use_ema`). By default the raw
             weights are kept.
+        log: Per-rule diagnostics computed at every real step, among
+            `"lr"` (the inner learning rate times the rule's multiplier),
+            `"grad_norm"` (L2 norm of the rule's processed gradients, as the
+            update sees them) and `"update_ratio"` (norm of the step's weight
+            change over the norm of the weights before it), over the rule's
+            non-frozen variables. Read them with `diagnostics()`, or in
+            `fit`'s logs as `"<stat>/<rule>"` with
+            `layerwise.callbacks.LogDiagnostics`. Nothing is computed when
+            empty (the default).
         name: Optional name of the optimizer.
 
     Example:
@@ -241,6 +269,7 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         ema=None,
         ema_bias_correction=False,
         ema_overwrite_at_end=False,
+        log=(),
         name=None,
         **kwargs,
     ):
@@ -269,6 +298,7 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             if not isinstance(value, bool):
                 raise TypeError(f"`{arg}` must be a bool. Received: {arg}={value!r}")
         accumulate_steps = _check_accumulate_steps(accumulate_steps)
+        log = _check_log(log)
         ema = _check_ema(ema)
         if optimizer.gradient_accumulation_steps:
             _check_accumulate_steps(optimizer.gradient_accumulation_steps)
@@ -299,6 +329,18 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         self._accumulators = {}
         self._averages = {}
         self._rules = _bind_rules(rules, self._add_scale_variable)
+        self.log = log
+        self._log_variables = {
+            f"{stat}/{rule.name}": self.add_variable(
+                shape=(),
+                initializer="zeros",
+                dtype="float32",
+                aggregation="only_first_replica",
+                name=f"log_{stat}_{_safe(rule.name)}",
+            )
+            for stat in log
+            for rule in self._rules
+        }
         self._plan = None
         # Optimizers holding slots: the inner one, then one per set of
         # variables unfrozen at runtime (see `set_frozen`).
@@ -313,7 +355,7 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         self._updater_of = {}
 
     def _add_scale_variable(self, rule_name, value):
-        safe_name = "".join(c if c.isalnum() or c in "_-." else "_" for c in rule_name)
+        safe_name = _safe(rule_name)
         return self.add_variable(
             shape=(),
             initializer=keras.initializers.Constant(value),
@@ -629,6 +671,9 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
                 self._plan, self._rules, self.gradient_hook, inner,
                 positions, grads, variables,
             )
+            before = None
+            if "update_ratio" in self.log:
+                before = [ops.copy(v.value) for v in variables]
             update_lib.apply_updates(
                 self._plan, self._rules, self._updaters, self._step_states,
                 positions, grads, variables,
@@ -636,6 +681,8 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             for variable in variables:
                 if variable.constraint is not None:
                     variable.assign(variable.constraint(variable))
+            if self.log:
+                self._record_diagnostics(positions, grads, variables, before)
         step = internals.iterations_variable(inner)
         if self.ema is not None:
             ema_lib.update_averages(
@@ -645,6 +692,57 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
                 self.ema_bias_correction,
             )
         step.assign_add(1)
+
+    def _record_diagnostics(self, positions, grads, variables, before):
+        """Writes this step's per-rule statistics into the log variables."""
+        step = internals.iterations_variable(self.inner_optimizer)
+        base_lr = ops.cast(internals.current_learning_rate(self.inner_optimizer), "float32")
+        members = {rule.name: [] for rule in self._rules}
+        for i, position in enumerate(positions):
+            for name in self._plan.trainable[position].rules:
+                members[name].append(i)
+
+        def norm(tensors):
+            if not tensors:
+                return ops.zeros((), "float32")
+            return ops.sqrt(
+                sum(ops.sum(ops.square(ops.cast(t, "float32"))) for t in tensors)
+            )
+
+        for rule in self._rules:
+            idx = members[rule.name]
+            values = {}
+            if "lr" in self.log:
+                scale = 1.0
+                if rule._lr_scale is not None:
+                    scale = ops.cast(rule.scale_value(step), "float32")
+                values["lr"] = ops.multiply(base_lr, scale)
+            if "grad_norm" in self.log:
+                values["grad_norm"] = norm([grads[i] for i in idx])
+            if "update_ratio" in self.log:
+                change = norm([ops.subtract(variables[i].value, before[i]) for i in idx])
+                weight = norm([before[i] for i in idx])
+                values["update_ratio"] = ops.divide(
+                    change, ops.maximum(weight, keras.backend.epsilon())
+                )
+            for stat, value in values.items():
+                self._log_variables[f"{stat}/{rule.name}"].assign(value)
+
+    def diagnostics(self):
+        """The last step's per-rule statistics (see `log`), as floats.
+
+        Returns:
+            A dict `{"<stat>/<rule>": value}`, empty when `log` is empty.
+        """
+        return {
+            name: float(ops.convert_to_numpy(variable))
+            for name, variable in self._log_variables.items()
+        }
+
+    @property
+    def log_variables(self):
+        """The variables holding the diagnostics, by log name."""
+        return dict(self._log_variables)
 
     def _trainable_subset(self, grads, variables):
         """Drops frozen variables and missing gradients.
@@ -705,6 +803,7 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             "ema": self.ema,
             "ema_bias_correction": self.ema_bias_correction,
             "ema_overwrite_at_end": self.ema_overwrite_at_end,
+            "log": list(self.log),
             "inner_built_on": self._inner_paths,
             "unfrozen_at_runtime": [list(p) for p in self._unfrozen_paths],
         }

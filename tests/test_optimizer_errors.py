@@ -39,8 +39,10 @@ def test_bad_rule_arguments(kwargs, message):
         (lambda: keras.optimizers.MultiOptimizer(lambda v: keras.optimizers.SGD()), "MultiOptimizer"),
         (lambda: lw.LayerwiseOptimizer(keras.optimizers.SGD()), "rules of both in one list"),
         (lambda: "adam", "must be a `keras.optimizers.Optimizer`"),
-        (lambda: keras.optimizers.SGD(gradient_accumulation_steps=2), "gradient_accumulation_steps"),
-        (lambda: keras.optimizers.Adam(use_ema=True), "use_ema"),
+        (
+            lambda: keras.optimizers.Adam(use_ema=True, ema_overwrite_frequency=2),
+            "not `ema_overwrite_frequency`",
+        ),
     ],
 )
 def test_bad_inner_optimizer(make_inner, message):
