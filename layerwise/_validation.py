@@ -28,12 +28,24 @@ def is_real_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+# Multipliers and decay rates are stored as float32 variables: a larger
+# Python float would silently become inf there.
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
 def check_nonnegative_finite(value, arg_name):
-    """Returns `value` as a float, or raises if negative or non-finite."""
+    """Returns `value` as a float, or raises if negative or non-finite (also
+    once stored in float32)."""
     if not is_real_number(value) or not math.isfinite(value) or value < 0:
         raise ValueError(
             f"`{arg_name}` must be a finite number >= 0. "
             f"Received: {arg_name}={value!r}"
+        )
+    if value > _FLOAT32_MAX:
+        raise ValueError(
+            f"`{arg_name}` must be a finite number >= 0. Received: "
+            f"{arg_name}={value!r}, which is inf in float32, the dtype it is "
+            "stored in"
         )
     return float(value)
 

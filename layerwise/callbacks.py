@@ -159,7 +159,7 @@ class LogDiagnostics(keras.callbacks.Callback):
 
     With `LayerwiseOptimizer(..., log=("lr", "grad_norm", "update_ratio"))`,
     adds `"<stat>/<rule>"` entries (e.g. `"grad_norm/encoder"`) to the logs
-    of every batch and epoch: the progress bar, `History` and every callback
+    of every batch and epoch, and `"skipped_steps"` with `skip_nonfinite`: the progress bar, `History` and every callback
     listed after this one see them. Values are those of the last real step
     (like `Progbar`'s `stateful_metrics`), not epoch means. Keras gives an
     optimizer no way to write into `fit`'s logs, hence this callback.
@@ -179,11 +179,11 @@ class LogDiagnostics(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         optimizer = layerwise_optimizer_of(self.model)
-        if not optimizer.log:
+        if not optimizer.log_variables:
             raise ValueError(
                 "LogDiagnostics needs a LayerwiseOptimizer created with "
-                "`log=(...)`, e.g. `log=('lr', 'grad_norm', 'update_ratio')`. "
-                f"Received: log={optimizer.log!r}"
+                "`log=(...)`, e.g. `log=('lr', 'grad_norm', 'update_ratio')`, "
+                f"or `skip_nonfinite=True`. Received: log={optimizer.log!r}"
             )
 
     def _add(self, logs):

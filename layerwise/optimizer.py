@@ -12,10 +12,13 @@ rule (Adam's normalization never sees the multiplier, because the gradient
 is left alone), and the multiplier costs one scalar product per group.
 """
 
+import weakref
+
 import keras
 from keras import ops
 
 from layerwise._internals import optimizers as internals
+from layerwise._internals import trainers as trainer_internals
 from layerwise import _validation
 from layerwise import accumulation as accumulation_lib
 from layerwise import ema as ema_lib
@@ -72,6 +75,13 @@ def _check_inner(optimizer):
         raise ValueError(
             "`optimizer` must not be built yet: LayerwiseOptimizer builds it "
             "on the variables it trains (frozen variables get no slots). "
+            f"Pass a fresh optimizer. Received: optimizer={optimizer.name!r}"
+        )
+    owner = getattr(optimizer, "_layerwise_owner", None)
+    if owner is not None and owner() is not None:
+        raise ValueError(
+            "`optimizer` already belongs to another LayerwiseOptimizer "
+            f"({owner().name!r}): it holds that one's slots and step count. "
             f"Pass a fresh optimizer. Received: optimizer={optimizer.name!r}"
         )
     if optimizer.use_ema and optimizer.ema_overwrite_frequency:
@@ -231,6 +241,12 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             into the weights, as Keras' `use_ema` does (and the default when
             the inner optimizer brought `use_ema`). By default the raw
             weights are kept.
+        skip_nonfinite: If `True`, a step whose gradients (of non-frozen
+            variables, before any transform) contain NaN or Inf is skipped
+            entirely: weights, slots, accumulators, averages and step counts
+            stay unchanged, and `skipped_steps` counts it (also in `fit`'s
+            logs with `layerwise.callbacks.LogDiagnostics`). By default, as
+            in Keras, non-finite gradients reach the update.
         log: Per-rule diagnostics computed at every real step, among
             `"lr"` (the inner learning rate times the rule's multiplier),
             `"grad_norm"` (L2 norm of the rule's processed gradients, as the
@@ -269,6 +285,7 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         ema=None,
         ema_bias_correction=False,
         ema_overwrite_at_end=False,
+        skip_nonfinite=False,
         log=(),
         name=None,
         **kwargs,
@@ -294,6 +311,7 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         for arg, value in (
             ("ema_bias_correction", ema_bias_correction),
             ("ema_overwrite_at_end", ema_overwrite_at_end),
+            ("skip_nonfinite", skip_nonfinite),
         ):
             if not isinstance(value, bool):
                 raise TypeError(f"`{arg}` must be a bool. Received: {arg}={value!r}")
@@ -306,18 +324,22 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         # leaves nothing half-built.
         _bind_rules(rules, lambda name, value: None)
 
+        super().__init__(learning_rate=0.0, name=name)
+        # After the base class validated `name`: nothing below can fail
+        # before the inner optimizer is changed.
         accumulate_steps, ema, ema_overwrite_at_end = _take_over_inner(
             optimizer,
             None if accumulate_steps == 1 else accumulate_steps,
             ema,
             ema_overwrite_at_end,
         )
-        super().__init__(learning_rate=0.0, name=name)
         # The inner optimizer owns the step counter and the learning rate;
         # drop the base class's unused copies from this optimizer's state.
         internals.untrack_variable(self, self._iterations)
         internals.untrack_variable(self, self._learning_rate)
         self.inner_optimizer = optimizer
+        # Marks the inner optimizer as taken (a weak reference: no cycle).
+        optimizer._layerwise_owner = weakref.ref(self)
         self.gradient_hook = gradient_hook
         self.strict = strict
         self.accumulate_steps = accumulate_steps or 1
@@ -330,6 +352,16 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         self._averages = {}
         self._rules = _bind_rules(rules, self._add_scale_variable)
         self.log = log
+        self.skip_nonfinite = skip_nonfinite
+        self._skipped_steps = None
+        if skip_nonfinite:
+            self._skipped_steps = self.add_variable(
+                shape=(),
+                initializer="zeros",
+                dtype="int32",
+                aggregation="only_first_replica",
+                name="skipped_steps",
+            )
         self._log_variables = {
             f"{stat}/{rule.name}": self.add_variable(
                 shape=(),
@@ -479,6 +511,7 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             ]
         try:
             plan = self._make_plan(internals.built_variables(self))
+            self._check_gradient_processing(plan)
             was_trainable = {self._var_key(p.variable) for p in self._plan.trainable}
             unfrozen = [
                 p.variable
@@ -496,6 +529,31 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
     def updater_name(self, index):
         """The name of the optimizer holding slots for plan updater `index`."""
         return self._updaters[index].name
+
+    def _check_gradient_processing(self, plan):
+        """On JAX, runs the hook and transforms on symbolic gradients, so a
+        wrong return value fails here, before any state exists or is handed
+        to a traced step (where Keras has already taken the values)."""
+        variables = plan.trainable_variables()
+        if not variables or (self.gradient_hook is None and not plan.transform_steps):
+            return
+
+        def process(*grads):
+            return update_lib.process_gradients(
+                plan, self._rules, self.gradient_hook, self.inner_optimizer,
+                list(range(len(variables))), list(grads), variables,
+            )
+
+        try:
+            trainer_internals.check_before_trace(
+                process, *[keras.KerasTensor(v.shape, v.dtype) for v in variables]
+            )
+        except update_lib.InvalidGradientsError:
+            raise
+        except Exception:
+            # A hook that needs concrete values (e.g. converts to NumPy in an
+            # eager loop) cannot run symbolically; the real step checks it.
+            pass
 
     def _make_plan(self, variables):
         return plan_lib.make_plan(
@@ -587,6 +645,7 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             if v.path in set_of_path
         }
         plan = self._make_plan(variables)
+        self._check_gradient_processing(plan)
         # The base build would create Keras' own averages for every variable;
         # ours exist only for non-frozen ones (`_add_accumulators_and_averages`).
         self.use_ema = False
@@ -649,17 +708,33 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             positions, grads, variables = self._trainable_subset(
                 grads, trainable_variables
             )
-            if self.accumulate_steps == 1:
-                self._step(positions, grads, variables)
+            if not self.skip_nonfinite:
+                self._accumulate_or_step(positions, grads, variables)
                 return
-            accumulation_lib.accumulate_or_update(
-                self._micro_step,
-                self.accumulate_steps,
-                [self._accumulators[self._var_key(v)] for v in variables],
-                grads,
-                lambda mean: self._step(positions, mean, variables),
-                state=self.variables + list(variables),
+            # A non-finite gradient skips the whole step: weights, slots,
+            # accumulators, averages and counters stay as they were.
+            finite = ops.all(
+                ops.stack([ops.all(ops.isfinite(g)) for g in grads] or [True])
             )
+            internals.run_one_branch(
+                finite,
+                lambda: self._accumulate_or_step(positions, grads, variables),
+                lambda: self._skipped_steps.assign_add(1),
+                self.variables + list(variables),
+            )
+
+    def _accumulate_or_step(self, positions, grads, variables):
+        if self.accumulate_steps == 1:
+            self._step(positions, grads, variables)
+            return
+        accumulation_lib.accumulate_or_update(
+            self._micro_step,
+            self.accumulate_steps,
+            [self._accumulators[self._var_key(v)] for v in variables],
+            grads,
+            lambda mean: self._step(positions, mean, variables),
+            state=self.variables + list(variables),
+        )
 
     def _step(self, positions, grads, variables):
         """One real step: process, decay, update, average, count."""
@@ -741,8 +816,21 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
 
     @property
     def log_variables(self):
-        """The variables holding the diagnostics, by log name."""
-        return dict(self._log_variables)
+        """The variables holding the diagnostics, by log name (with
+        `skipped_steps` when `skip_nonfinite` is on)."""
+        variables = dict(self._log_variables)
+        if self._skipped_steps is not None:
+            variables["skipped_steps"] = self._skipped_steps
+        return variables
+
+    @property
+    def skipped_steps(self):
+        """How many steps `skip_nonfinite` skipped (an int variable)."""
+        if self._skipped_steps is None:
+            raise ValueError(
+                "`skipped_steps` exists only with `skip_nonfinite=True`."
+            )
+        return self._skipped_steps
 
     def _trainable_subset(self, grads, variables):
         """Drops frozen variables and missing gradients.
@@ -803,6 +891,7 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             "ema": self.ema,
             "ema_bias_correction": self.ema_bias_correction,
             "ema_overwrite_at_end": self.ema_overwrite_at_end,
+            "skip_nonfinite": self.skip_nonfinite,
             "log": list(self.log),
             "inner_built_on": self._inner_paths,
             "unfrozen_at_runtime": [list(p) for p in self._unfrozen_paths],

@@ -111,15 +111,21 @@ def make_plan(rules, variables, default_weight_decay, strict=True, updater_of=No
             )
         )
     if strict:
-        unmatched = [r.name for r, hits in zip(rules, matched) if not hits]
+        unmatched = [r for r, hits in zip(rules, matched) if not hits]
         if unmatched:
             sample = [v.path for v in variables[:8]]
             if len(variables) > 8:
                 sample.append("...")
+            selectors = "; ".join(
+                f"{r.name}: {r.selector.describe()}" for r in unmatched
+            )
             raise ValueError(
-                f"Rules {unmatched} match no variable. Each rule must select "
-                "at least one variable of the model (pass `strict=False` to "
-                f"allow rules that match nothing). Variable paths: {sample}"
+                f"Rules {[r.name for r in unmatched]} match no variable "
+                f"({selectors}). Each rule must select at least one variable "
+                "of the model (pass `strict=False` to allow rules that match "
+                "nothing). A rule given a layer or variable matches that very "
+                "object only: is it part of this model, and built? Variable "
+                f"paths: {sample}"
             )
 
     trainable = tuple(p for p in plans if not p.frozen)

@@ -227,7 +227,13 @@ class Chain(GradientTransform):
 
     def __call__(self, grads, variables):
         for transform in self.transforms:
-            grads = list(transform(grads, variables))
+            new = transform(grads, variables)
+            if new is None:
+                raise TypeError(
+                    f"A transform of {self!r} must return a list of "
+                    f"gradients. Received None from {transform!r}"
+                )
+            grads = list(new)
         return grads
 
     def get_config(self):

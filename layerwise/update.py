@@ -6,10 +6,17 @@ group calls the inner optimizer's own collective update with
 the compiled train step; the Python loops run at trace time only.
 """
 
+import collections.abc
+
 import keras
 from keras import ops
 
 from layerwise._internals import optimizers as internals
+
+
+class InvalidGradientsError(TypeError, ValueError):
+    """A gradient hook or transform returned something other than one
+    gradient of the right shape and dtype per variable."""
 
 
 def process_gradients(plan, rules, gradient_hook, inner, positions, grads, variables):
@@ -111,21 +118,30 @@ def apply_updates(plan, rules, updaters, step_states, positions, grads, variable
 
 def _checked(new_grads, old_grads, variables, what):
     """Checks a transform's output against its input, at trace time."""
+    if (
+        new_grads is None
+        or ops.is_tensor(new_grads)
+        or not isinstance(new_grads, collections.abc.Iterable)
+    ):
+        raise InvalidGradientsError(
+            f"{what} must return a list of gradients, one per variable. "
+            f"Received: {new_grads!r}"
+        )
     new_grads = list(new_grads)
     if len(new_grads) != len(old_grads):
-        raise ValueError(
+        raise InvalidGradientsError(
             f"{what} must return one gradient per variable. Expected "
             f"{len(old_grads)}, received {len(new_grads)}."
         )
     for new, old, variable in zip(new_grads, old_grads, variables):
         if new is None or tuple(new.shape) != tuple(old.shape):
-            raise ValueError(
+            raise InvalidGradientsError(
                 f"{what} must return gradients of the variables' shapes. For "
                 f"variable {variable.path!r} expected shape {tuple(old.shape)}, "
                 f"received {None if new is None else tuple(new.shape)}."
             )
         if keras.backend.standardize_dtype(new.dtype) != keras.backend.standardize_dtype(old.dtype):
-            raise ValueError(
+            raise InvalidGradientsError(
                 f"{what} must keep the gradients' dtype. For variable "
                 f"{variable.path!r} expected {old.dtype}, received {new.dtype}."
             )

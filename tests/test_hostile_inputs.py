@@ -104,14 +104,6 @@ def test_layer_of_another_model_fails_at_build_and_changes_nothing():
     assert [r["lr_scale"] for r in lw.summary_rows(opt)] == [0.5, 0.5, 1.0, 1.0, 1.0, 1.0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "The 'match no variable' error names the rule ('rule_0') and lists "
-        "paths such as 'l0/kernel', but not the selector: a layer of "
-        "another model named 'l0' looks as if it should match"
-    ),
-)
 def test_rule_matching_nothing_names_its_selector():
     model = helpers.mlp(seed=0)
     other = helpers.mlp(seed=1, name="other")
@@ -329,14 +321,6 @@ def test_numpy_lr_scale_is_accepted_as_a_float():
     assert rule.lr_scale == 0.25 and type(rule.lr_scale) is float
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "1e39 passes the finite check as a Python float but the multiplier "
-        "is stored as float32, where it becomes inf (training then "
-        "produces inf/NaN weights)"
-    ),
-)
 def test_rule_lr_scale_overflowing_float32_is_refused():
     with pytest.raises(ValueError, match="`lr_scale` must be"):
         lw.Rule(".*", lr_scale=1e39)
@@ -383,7 +367,7 @@ def test_set_lr_scale_bad_value_leaves_the_scale_and_the_step_unchanged(value):
     ids=["negative", "nan", "str", "schedule", "callable"],
 )
 def test_bound_rule_lr_scale_setter_refuses_and_keeps_the_scale(value, error, message):
-    variable, other, opt = _built_scale_setup()
+    _, _, opt = _built_scale_setup()
     before = _state(None, opt)
     with pytest.raises(error, match=message):
         opt.rules[0].lr_scale = value
@@ -392,7 +376,7 @@ def test_bound_rule_lr_scale_setter_refuses_and_keeps_the_scale(value, error, me
 
 
 def test_set_lr_scale_on_a_schedule_or_unknown_rule_changes_nothing():
-    variable, other, opt = _built_scale_setup()
+    _, _, opt = _built_scale_setup()
     before = _state(None, opt)
     with pytest.raises(ValueError, match="only constant multipliers can be set at runtime"):
         opt.set_lr_scale("s", 0.1)
@@ -401,15 +385,9 @@ def test_set_lr_scale_on_a_schedule_or_unknown_rule_changes_nothing():
     _assert_same_state(before, _state(None, opt))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "set_lr_scale(name, 1e39) passes the finite check and stores inf "
-        "in the float32 multiplier: a failed-validation value changes state"
-    ),
-)
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_set_lr_scale_overflowing_float32_leaves_the_scale_unchanged():
-    variable, other, opt = _built_scale_setup()
+    _, _, opt = _built_scale_setup()
     with pytest.raises(ValueError, match="`value` must be"):
         opt.set_lr_scale("r", 1e39)
     assert opt.get_rule("r").lr_scale == 0.5
@@ -426,7 +404,6 @@ class _DropOne(lw.transforms.GradientTransform):
         return list(grads)[:-1]
 
 
-@JAX_LOSES_STATE_ON_TRACED_ERRORS
 @pytest.mark.parametrize(
     "transform, message",
     [
@@ -466,23 +443,18 @@ def test_hook_or_transform_returning_none_changes_nothing(where):
         opt = lw.LayerwiseOptimizer(keras.optimizers.SGD(0.1), gradient_hook=lambda g, v: None)
     else:
         opt = lw.LayerwiseOptimizer(keras.optimizers.SGD(0.1), [lw.Rule(variable, gradient=_ReturnsNone())])
-    opt.build([variable])
+    if BACKEND != "jax":
+        opt.build([variable])  # on JAX, `build` itself fails (see below)
     before = _state(None, opt)
-    with pytest.raises((TypeError, ValueError)):
+    with pytest.raises(TypeError, match="must return a list of gradients"):
+        # On JAX the hook and transforms run symbolically in `build`;
+        # elsewhere the step fails before any update.
+        opt.build([variable])
         opt.apply([keras.ops.ones(2)], [variable])
     _assert_same_state(before, _state(None, opt))
     np.testing.assert_array_equal(_value(variable), 1.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A gradient_hook (or a GradientTransform) returning None fails with "
-        "Python's \"TypeError: 'NoneType' object is not iterable\" from "
-        "layerwise/update.py `_checked`, which names neither the hook nor "
-        "the rule"
-    ),
-)
 @pytest.mark.parametrize("where", ["hook", "transform"])
 def test_hook_or_transform_returning_none_is_reported_clearly(where):
     variable = keras.Variable(np.ones(2, "float32"), name="w")
@@ -564,6 +536,36 @@ def test_unknown_keyword_arguments_are_refused():
         lw.Rule(".*", lr=0.1)
     with pytest.raises(TypeError, match="positional argument"):
         lw.Rule(".*", 0.5)  # lr_scale is keyword-only
+
+
+@pytest.mark.parametrize(
+    "make_inner, attribute, name",
+    [
+        (lambda: keras.optimizers.Adam(use_ema=True), "use_ema", 3),
+        (lambda: keras.optimizers.SGD(gradient_accumulation_steps=2), "gradient_accumulation_steps", "a/b"),
+    ],
+    ids=["use_ema", "accumulation"],
+)
+def test_failed_construction_leaves_the_inner_optimizer_unchanged(make_inner, attribute, name):
+    inner = make_inner()
+    value = getattr(inner, attribute)
+    with pytest.raises(ValueError, match="`name` must be a string"):
+        lw.LayerwiseOptimizer(inner, name=name)
+    assert getattr(inner, attribute) == value
+
+
+def test_one_inner_optimizer_wrapped_twice_is_refused():
+    inner = keras.optimizers.Adam(0.01)
+    first_model, second_model = helpers.mlp(seed=0), helpers.mlp(seed=1, name="second")
+    first = lw.LayerwiseOptimizer(inner)
+    before = helpers.weights(second_model)
+    with pytest.raises(ValueError, match="already"):
+        second = lw.LayerwiseOptimizer(inner)
+        first_model.compile(first, "mse")
+        _fit(first_model)
+        second_model.compile(second, "mse")
+        _fit(second_model)
+    helpers.assert_weights_close(helpers.weights(second_model), before, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(

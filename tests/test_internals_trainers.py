@@ -59,3 +59,32 @@ def test_jax_compute_loss_and_updates_signature():
     source = inspect.getsource(method)
     assert "stateless_call" in source and "return_losses=True" in source
     assert "metrics_variables,\n        )" in source  # The 4-tuple aux.
+
+
+def test_check_before_trace_runs_symbolically_on_jax_only():
+    calls = []
+
+    def fn(x):
+        calls.append(type(x).__name__)
+        return keras.ops.add(x, 1.0)
+
+    out = _trainer_internals.check_before_trace(fn, keras.KerasTensor((2, 3), "float32"))
+    if keras.backend.backend() == "jax":
+        assert tuple(out.shape) == (2, 3) and len(calls) == 1
+    else:
+        assert out is None and calls == []
+
+
+def test_latest_optimizer_values_reads_the_trainer_state():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    seen = []
+    reader = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: seen.append(
+            int(keras.ops.convert_to_numpy(
+                _trainer_internals.latest_optimizer_values(model, [model.optimizer.iterations])[0]
+            ))
+        )
+    )
+    model.fit(np.ones((8, 2)), np.ones((8, 1)), batch_size=2, verbose=0, callbacks=[reader])
+    assert seen == [1, 2, 3, 4]

@@ -34,7 +34,9 @@ LAMBDA_REFUSED = (
 )
 
 
-def _saved_model(path, rules=None, gradient_hook=None, build=True):
+def _saved_model(path, rules=None, gradient_hook=None):
+    """Saves a compiled model whose optimizer is built (so the file holds
+    its variables) and returns the model."""
     model = helpers.mlp()
     opt = lw.LayerwiseOptimizer(
         keras.optimizers.SGD(0.1),
@@ -42,8 +44,7 @@ def _saved_model(path, rules=None, gradient_hook=None, build=True):
         gradient_hook=gradient_hook,
     )
     model.compile(opt, "mse")
-    if build:
-        opt.build(model.trainable_variables)
+    opt.build(model.trainable_variables)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Keras warns when it saves a lambda.
         model.save(path)
@@ -146,7 +147,7 @@ def _payload(marker, kind):
         "hook": f"lambda grads, variables: ({write}, grads)[1]",
         "scale": f"lambda step: ({write}, 0.5)[1]",
     }[kind]
-    fn = eval(source)  # noqa: S307 - the attacker's lambda, never called here
+    fn = eval(source)  # The attacker's lambda; never called here.
     # What `keras.saving.serialize_keras_object` writes for a lambda (it
     # cannot be called on this one: its warning reads the lambda's source).
     dumped = {"class_name": "__lambda__", "config": {"value": python_utils.func_dump(fn)}}

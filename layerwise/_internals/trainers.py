@@ -122,3 +122,21 @@ def latest_optimizer_values(model, variables):
             index = {id(v): i for i, v in enumerate(model.optimizer.variables)}
             return [values[index[id(v)]] for v in variables]
     return [v.value for v in variables]
+
+
+def check_before_trace(fn, *args):
+    """On JAX, runs `fn` on `keras.KerasTensor`s (shapes and dtypes only).
+
+    Keras' JAX trainer takes the values out of the model's and optimizer's
+    variables before it traces the train step, so an error raised while
+    tracing leaves them empty. `LayerwiseOptimizer.build` runs the gradient
+    hook and the transforms through here first, so their errors come before
+    that. TensorFlow and torch raise in the step before any assignment, with
+    the variables intact: nothing to do there (and user hooks with side
+    effects are not called one extra time).
+    """
+    if keras.backend.backend() != "jax":
+        return None
+    from keras.src import backend
+
+    return backend.compute_output_spec(fn, *args)

@@ -17,19 +17,19 @@ _FLAG = "--xla_force_host_platform_device_count=4"
 if _FLAG not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
-import layerwise as lw  # noqa: E402
-from tests import helpers  # noqa: E402
+import layerwise as lw
+from tests import helpers
 
 N_DEVICES = 4
 
 # Record how the trainer places each batch (Keras' JAX trainer puts every
 # batch through this function), to show the data is split across devices.
-from keras.src.backend.jax import trainer as _jax_trainer  # noqa: E402
+from keras.src.backend.jax import trainer as _jax_trainer
 
 _batch_shards = []
 _distribute_data = _jax_trainer._distribute_data
