@@ -578,6 +578,7 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         with internals.variable_creation_scope(inner):
             updater = type(inner).from_config(config)
             updater.build(variables)
+            internals.leave_all_reduce_to_caller(updater)
             self._add_accumulators_and_averages(variables, at_runtime)
         internals.track_step_state(updater)
         index = len(self._updaters)
@@ -665,6 +666,7 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
                 name="micro_step",
             )
         self.inner_optimizer.build(inner_variables)
+        internals.leave_all_reduce_to_caller(self.inner_optimizer)
         self._add_accumulators_and_averages(inner_variables)
         internals.track_step_state(self.inner_optimizer)
         self._step_states = [tuple(internals.step_state(self.inner_optimizer))]
@@ -708,6 +710,20 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             positions, grads, variables = self._trainable_subset(
                 grads, trainable_variables
             )
+            # Under tf.distribute, sum over replicas first: the hook,
+            # transforms, clipping and the non-finite check see the global
+            # gradient, as on one device (Keras clips per replica).
+            grads, reduced = internals.all_reduce_across_replicas(grads)
+            if reduced and (self.skip_nonfinite or self.accumulate_steps > 1):
+                raise ValueError(
+                    "`skip_nonfinite` and `accumulate_steps` are not supported "
+                    "under a tf.distribute strategy with several replicas: "
+                    "TensorFlow cannot synchronize replicas inside the "
+                    "conditional they need. Use them on one device, or with "
+                    "the JAX backend's `keras.distribution`. Received: "
+                    f"skip_nonfinite={self.skip_nonfinite}, "
+                    f"accumulate_steps={self.accumulate_steps}"
+                )
             if not self.skip_nonfinite:
                 self._accumulate_or_step(positions, grads, variables)
                 return

@@ -67,7 +67,8 @@ def apply_updates(plan, rules, updaters, step_states, positions, grads, variable
             (its learning rate and step are the base for every group), then
             one per set of variables unfrozen at runtime.
         step_states: Per updater, its per-step state variables.
-        positions, grads, variables: As for `process_gradients`.
+        positions, grads, variables: As for `process_gradients` (on
+            TensorFlow, already summed over replicas).
     """
     inner = updaters[0]
     base_lr = internals.current_learning_rate(inner)

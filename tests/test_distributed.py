@@ -20,8 +20,17 @@ def test_mirrored_strategy_matches_single_device():
         [sys.executable, SCRIPT], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    line = [l for l in result.stdout.splitlines() if l.startswith("max_abs_diff")][-1]
-    assert float(line.split()[1]) < 1e-6, line
+    out = result.stdout
+    # Per-group scales, decay override, frozen variable, Nadam's step state.
+    assert float(_printed(out, "max_abs_diff")) < 1e-6, out
+    # Rule transforms, the inner global clip, EMA and diagnostics.
+    assert float(_printed(out, "max_abs_diff_transforms")) < 1e-6, out
+    # The clip sees the all-reduced gradient: clip(-10.1) = -1, so w = 1.0
+    # (clipping each replica's gradient would give 1.1).
+    assert float(_printed(out, "toy_w_single")) == 1.0
+    assert float(_printed(out, "toy_w_mirrored")) == 1.0
+    # The options that need a conditional step are refused clearly.
+    assert out.count("refused") == 2 and "False" not in _printed(out, "refused"), out
 
 
 def _printed(stdout, key):

@@ -63,3 +63,13 @@ def test_built_variables_and_creation_scope():
     with internals.variable_creation_scope(opt):
         created = keras.Variable(1.0)
     assert float(created.numpy()) == 1.0
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow internals")
+def test_tensorflow_update_reduces_in_a_method_we_can_shadow():
+    opt = keras.optimizers.Nadam()
+    assert callable(opt._all_reduce_sum_gradients)
+    assert opt._distribution_strategy is not None
+    internals.leave_all_reduce_to_caller(opt)
+    pairs = [(1.0, "v")]
+    assert opt._all_reduce_sum_gradients(pairs) is pairs

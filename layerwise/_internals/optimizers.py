@@ -26,6 +26,44 @@ def backend_update_step(optimizer, grads, variables, learning_rate):
     optimizer._backend_update_step(grads, variables, learning_rate)
 
 
+def _already_reduced(grads_and_vars):
+    return grads_and_vars
+
+
+def leave_all_reduce_to_caller(optimizer):
+    """Makes a TensorFlow optimizer's update use its gradients as given.
+
+    Keras' TensorFlow optimizers sum the gradients over replicas inside
+    `_backend_update_step`; `LayerwiseOptimizer` sums them before (see
+    `all_reduce_across_replicas`), so the update must not sum again. The
+    per-instance attribute shadows the method for this optimizer only, and
+    keeps subclasses' own `_backend_update_step` (Nadam's) in the path.
+    """
+    if keras.backend.backend() == "tensorflow":
+        optimizer._all_reduce_sum_gradients = _already_reduced
+
+
+def all_reduce_across_replicas(grads):
+    """Sums `grads` over the replicas of a `tf.distribute` strategy.
+
+    Keras' TensorFlow optimizers all-reduce inside their update, after
+    clipping; `LayerwiseOptimizer` sums first so that the hook, the rule
+    transforms and the clipping see the global gradient, as on one device.
+
+    Returns:
+        `(grads, reduced)`: `reduced` is `True` if a sum over more than one
+        replica happened (then the update must not sum again).
+    """
+    if keras.backend.backend() != "tensorflow" or not grads:
+        return grads, False
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return grads, False
+    return list(context.all_reduce(tf.distribute.ReduceOp.SUM, list(grads))), True
+
+
 def clip_gradients(optimizer, grads):
     """The optimizer's own `clipnorm`/`clipvalue`/`global_clipnorm`."""
     return optimizer._clip_gradients(grads)
@@ -146,6 +184,10 @@ def variable_creation_scope(optimizer):
     return contextlib.nullcontext()
 
 
+def _none(fn):
+    fn()
+
+
 def run_one_branch(pred, true_fn, false_fn, state):
     """Runs `true_fn()` if `pred` else `false_fn()`; both assign variables.
 
@@ -156,7 +198,8 @@ def run_one_branch(pred, true_fn, false_fn, state):
     assigned after the `cond`. Only the taken branch executes either way.
     """
     if keras.backend.backend() != "jax":
-        keras.ops.cond(pred, true_fn, false_fn)
+        # Branches return nothing (an assignment's result would differ).
+        keras.ops.cond(pred, lambda: _none(true_fn), lambda: _none(false_fn))
         return
     state = list({id(v): v for v in state}.values())
 

@@ -24,6 +24,11 @@ import layerwise as lw  # noqa: E402
 from tests import helpers  # noqa: E402
 
 
+# One strategy for every mirrored run: a second MirroredStrategy in the same
+# process can reuse the first one's collective instance keys.
+MIRRORED = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
 def train(strategy):
     with strategy.scope():
         model = helpers.mlp()
@@ -43,5 +48,58 @@ def train(strategy):
 
 single = train(tf.distribute.get_strategy())
 keras.backend.clear_session()
-mirrored = train(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+mirrored = train(MIRRORED)
 print("max_abs_diff", max(float(np.max(np.abs(a - b))) for a, b in zip(single, mirrored)))
+
+
+def train_with_transforms(strategy, **options):
+    """Rule transforms, the inner global clip, non-finite skipping, EMA and
+    diagnostics: each must see the all-reduced gradient."""
+    with strategy.scope():
+        model = helpers.mlp()
+        opt = lw.LayerwiseOptimizer(
+            keras.optimizers.Adam(0.01, global_clipnorm=0.5),
+            [
+                lw.Rule("l0/.*", lr_scale=0.1, gradient=lw.clip_by_global_norm(0.05)),
+                lw.Rule("l1/.*", gradient=lw.clip_by_norm(0.02)),
+            ],
+            ema=0.5,
+            log=("grad_norm",),
+            **options,
+        )
+        model.compile(opt, "mse")
+    x, y = helpers.data()
+    model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    averages = [np.array(keras.ops.convert_to_numpy(a)) for _, a in opt.ema_pairs()]
+    return helpers.weights(model) + averages
+
+
+def toy_clip(strategy):
+    """Replica gradients -20/2 and -0.2/2: clipping the sum gives w = 1.0,
+    clipping per replica would give 1.1."""
+    x = np.ones((4, 1), "float32")
+    y = np.array([[10.0], [10.0], [0.1], [0.1]], "float32")
+    with strategy.scope():
+        inputs = keras.Input((1,))
+        model = keras.Model(inputs, keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")(inputs))
+        model.compile(lw.LayerwiseOptimizer(keras.optimizers.SGD(1.0), [lw.Rule(".*", gradient=lw.clip_by_global_norm(1.0))]), "mse")
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    return float(keras.ops.convert_to_numpy(model.trainable_variables[0])[0, 0])
+
+
+keras.backend.clear_session()
+single = train_with_transforms(tf.distribute.get_strategy())
+keras.backend.clear_session()
+mirrored = train_with_transforms(MIRRORED)
+print("max_abs_diff_transforms", max(float(np.max(np.abs(a - b))) for a, b in zip(single, mirrored)))
+keras.backend.clear_session()
+print("toy_w_single", toy_clip(tf.distribute.get_strategy()))
+keras.backend.clear_session()
+print("toy_w_mirrored", toy_clip(MIRRORED))
+for option in ({"skip_nonfinite": True}, {"accumulate_steps": 2}):
+    keras.backend.clear_session()
+    try:
+        train_with_transforms(MIRRORED, **option)
+        print("refused", option, False)
+    except ValueError as error:
+        print("refused", option, "not supported under a tf.distribute" in str(error))
