@@ -247,6 +247,14 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             stay unchanged, and `skipped_steps` counts it (also in `fit`'s
             logs with `layerwise.callbacks.LogDiagnostics`). By default, as
             in Keras, non-finite gradients reach the update.
+        skip_frozen_gradients: If `True` (default), frozen variables are
+            marked `trainable=False` when the optimizer is built (and marked
+            back when `set_frozen` unfreezes them), so Keras' trainer
+            computes no gradient for them: freezing by a rule costs what
+            `layer.trainable = False` costs. The model's
+            `trainable_variables` then lists only what the optimizer trains.
+            `False` leaves the variables' flags alone (their gradients are
+            computed and dropped).
         log: Per-rule diagnostics computed at every real step, among
             `"lr"` (the inner learning rate times the rule's multiplier),
             `"grad_norm"` (L2 norm of the rule's processed gradients, as the
@@ -286,6 +294,7 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         ema_bias_correction=False,
         ema_overwrite_at_end=False,
         skip_nonfinite=False,
+        skip_frozen_gradients=True,
         log=(),
         name=None,
         **kwargs,
@@ -312,6 +321,7 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             ("ema_bias_correction", ema_bias_correction),
             ("ema_overwrite_at_end", ema_overwrite_at_end),
             ("skip_nonfinite", skip_nonfinite),
+            ("skip_frozen_gradients", skip_frozen_gradients),
         ):
             if not isinstance(value, bool):
                 raise TypeError(f"`{arg}` must be a bool. Received: {arg}={value!r}")
@@ -353,6 +363,9 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         self._rules = _bind_rules(rules, self._add_scale_variable)
         self.log = log
         self.skip_nonfinite = skip_nonfinite
+        self.skip_frozen_gradients = skip_frozen_gradients
+        # Keys of the variables this optimizer marked `trainable=False`.
+        self._marked_untrainable = set()
         self._skipped_steps = None
         if skip_nonfinite:
             self._skipped_steps = self.add_variable(
@@ -566,6 +579,15 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
 
     def _set_plan(self, plan):
         self._plan = plan
+        if self.skip_frozen_gradients:
+            for p in plan.variables:
+                key = self._var_key(p.variable)
+                if p.frozen and p.variable.trainable:
+                    p.variable.trainable = False
+                    self._marked_untrainable.add(key)
+                elif not p.frozen and key in self._marked_untrainable:
+                    p.variable.trainable = True
+                    self._marked_untrainable.discard(key)
         self._trainable_position = {
             self._var_key(p.variable): i for i, p in enumerate(plan.trainable)
         }
@@ -678,6 +700,48 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         self._set_plan(plan)
         self.built = True
 
+    def _variables_for(self, grads):
+        """The variables `grads` belong to when the caller does not say:
+        all the built variables, or, once frozen ones are marked
+        untrainable, the ones still trainable (the trainer's order)."""
+        built = internals.built_variables(self)
+        if len(grads) == len(built):
+            return built
+        trainable = [v for v in built if v.trainable]
+        if len(grads) == len(trainable):
+            return trainable
+        raise ValueError(
+            "`grads` must have one entry per variable the optimizer was "
+            f"built with ({len(built)}), or per one still trainable "
+            f"({len(trainable)}). Received {len(grads)} gradients."
+        )
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        # As Keras' version, but `trainable_variables` may also be the values
+        # of the still-trainable variables only (JAX's trainer passes
+        # `model.trainable_variables`, without the variables marked frozen).
+        if not self.built:
+            raise ValueError(
+                "To call `stateless_apply`, the optimizer must be built: call "
+                "`optimizer.build(trainable_variables)` first."
+            )
+        if len(optimizer_variables) != len(self.variables):
+            raise ValueError(
+                "`optimizer_variables` must correspond 1:1 to "
+                f"`optimizer.variables` ({len(self.variables)}). Received "
+                f"{len(optimizer_variables)} values."
+            )
+        targets = self._variables_for(list(trainable_variables))
+        mapping = list(zip(targets, trainable_variables)) + list(
+            zip(self.variables, optimizer_variables)
+        )
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            self.apply(grads, targets)
+        return (
+            [scope.get_current_value(v) for v in targets],
+            [scope.get_current_value(v) for v in self.variables],
+        )
+
     def apply_gradients(self, grads_and_vars):
         grads, variables = zip(*grads_and_vars)
         self.apply(grads, variables)
@@ -694,7 +758,7 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
                     "optimizer must already be built: call "
                     "`optimizer.build(trainable_variables)` first."
                 )
-            trainable_variables = self._trainable_variables
+            trainable_variables = self._variables_for(grads)
         else:
             trainable_variables = list(trainable_variables)
             if not self.built:
@@ -908,6 +972,7 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             "ema_bias_correction": self.ema_bias_correction,
             "ema_overwrite_at_end": self.ema_overwrite_at_end,
             "skip_nonfinite": self.skip_nonfinite,
+            "skip_frozen_gradients": self.skip_frozen_gradients,
             "log": list(self.log),
             "inner_built_on": self._inner_paths,
             "unfrozen_at_runtime": [list(p) for p in self._unfrozen_paths],

@@ -22,7 +22,9 @@ def data(n=64, seed=0):
 
 
 def weights(model):
-    return [np.array(keras.ops.convert_to_numpy(v)) for v in model.trainable_variables]
+    """All of the model's weights (frozen ones included: `LayerwiseOptimizer`
+    marks variables frozen by a rule `trainable=False`)."""
+    return [np.array(keras.ops.convert_to_numpy(v)) for v in model.weights]
 
 
 def assert_weights_close(actual, expected, rtol=1e-5, atol=1e-6):

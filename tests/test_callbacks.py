@@ -180,3 +180,28 @@ def test_gradual_unfreezing_errors():
     with pytest.raises(ValueError, match="must be the name of one of"):
         model.fit(x, y, verbose=0, callbacks=[lw.callbacks.GradualUnfreezing({0: "l0"})])
     helpers.assert_weights_close(helpers.weights(model), before, rtol=0, atol=0)
+
+
+def test_frozen_variables_are_untrainable_until_unfrozen():
+    """`skip_frozen_gradients` (default): Keras computes no gradient for
+    frozen variables; unfreezing marks them trainable again."""
+    model = helpers.mlp()
+    x, y = helpers.data()
+    opt = lw.LayerwiseOptimizer(
+        keras.optimizers.Adam(0.01), rules=[lw.Rule(model.get_layer("l0"), frozen=True, name="l0")]
+    )
+    model.compile(optimizer=opt, loss="mse")
+    model.fit(x, y, epochs=1, verbose=0)
+    assert [v.path for v in model.trainable_variables] == ["l1/kernel", "l1/bias", "l2/kernel", "l2/bias"]
+    opt.set_frozen("l0", False)
+    assert len(model.trainable_variables) == 6
+    model.make_train_function(force=True)
+    before = helpers.weights(model)[0]
+    model.fit(x, y, epochs=1, verbose=0)
+    assert not np.array_equal(helpers.weights(model)[0], before)
+    kept = helpers.mlp(seed=1, name="kept")
+    opt = lw.LayerwiseOptimizer(
+        keras.optimizers.Adam(), [lw.Rule(kept.get_layer("l0"), frozen=True)], skip_frozen_gradients=False
+    )
+    opt.build(kept.trainable_variables)
+    assert len(kept.trainable_variables) == 6
