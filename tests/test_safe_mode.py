@@ -235,7 +235,7 @@ def test_crafted_lambda_is_refused_and_never_runs_in_safe_mode(tmp_path, field):
     loaded = keras.models.load_model(crafted, safe_mode=False)
     if field.startswith("match"):
         assert marker.read_text() == "executed"  # Rules are matched at load.
-    elif keras.backend.backend() == "jax":
+    elif keras.backend.backend() == "jax" and field != "lr_scale":
         # On JAX the hook and transforms run once symbolically when the
         # optimizer is built, which loading does.
         assert marker.read_text() == "executed"
