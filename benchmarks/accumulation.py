@@ -5,8 +5,11 @@ Side by side in one process, per backend, on the 12-block residual MLP of
 
 - `full`: a real step every batch (plain AdamW);
 - `fwd_bwd`: forward + backward with no optimizer work (every variable
-  frozen by a rule: the trainer still computes all gradients, the optimizer
-  returns at once) — the floor a micro-step can reach;
+  frozen by a rule with `skip_frozen_gradients=False`: the trainer computes
+  all gradients, the optimizer drops them; XLA may then skip computing
+  them, so on JAX this is close to a forward pass);
+- `sgd`: plain SGD, forward + backward + one pass over the gradients (the
+  traffic of adding them to accumulators): the floor a micro-step can reach;
 - `ours_micro`: `LayerwiseOptimizer(accumulate_steps=10**6)`: every step in
   the measurement is a micro-step (gradients added to the accumulators);
 - `keras_micro`: Keras' own `AdamW(gradient_accumulation_steps=10**6)`.
@@ -20,9 +23,7 @@ Usage:
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(__file__))
@@ -31,6 +32,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import layerwise as lw  # noqa: E402
+from common import alternating_times, classification_data, state_bytes  # noqa: E402
 from fit_overhead import WIDTH, build_model, rules  # noqa: E402
 
 BIG = 10**6
@@ -41,9 +43,16 @@ def make(kind, jit_compile):
     if kind == "full":
         optimizer = keras.optimizers.AdamW(1e-3, weight_decay=0.01)
     elif kind == "fwd_bwd":
+        # Gradients computed (flags left alone), then dropped. XLA may drop
+        # their computation too (JAX), so `sgd` is the fair floor there.
         optimizer = lw.LayerwiseOptimizer(
-            keras.optimizers.AdamW(1e-3, weight_decay=0.01), [lw.Rule(".*", frozen=True)]
+            keras.optimizers.AdamW(1e-3, weight_decay=0.01), [lw.Rule(".*", frozen=True)],
+            skip_frozen_gradients=False,
         )
+    elif kind == "sgd":
+        # Forward + backward + one read-modify-write pass over gradient-sized
+        # buffers: the same memory traffic as adding to the accumulators.
+        optimizer = keras.optimizers.SGD(1e-3)
     elif kind == "ours_micro":
         optimizer = lw.LayerwiseOptimizer(
             keras.optimizers.AdamW(1e-3, weight_decay=0.01), rules(), accumulate_steps=BIG
@@ -58,13 +67,6 @@ def make(kind, jit_compile):
     return model
 
 
-def state_bytes(optimizer):
-    return sum(
-        int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize
-        for v in optimizer.variables
-    )
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--jit", action="store_true")
@@ -72,28 +74,24 @@ def main():
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
-    rng = np.random.default_rng(0)
-    n = args.steps * args.batch_size
-    x = rng.normal(size=(n, WIDTH)).astype("float32")
-    y = rng.integers(0, 10, size=(n,)).astype("int32")
+    x, y = classification_data(args.steps, args.batch_size, WIDTH)
 
-    kinds = ("full", "fwd_bwd", "ours_micro", "keras_micro")
+    kinds = ("full", "fwd_bwd", "sgd", "ours_micro", "keras_micro")
     models = {k: make(k, args.jit) for k in kinds}
-    for model in models.values():  # warm-up: trace / compile
-        model.fit(x, y, batch_size=args.batch_size, epochs=1, shuffle=False, verbose=0)
-    times = {k: [] for k in kinds}
-    for r in range(args.repeats):
-        order = kinds if r % 2 == 0 else tuple(reversed(kinds))
-        for k in order:
-            start = time.perf_counter()
-            models[k].fit(x, y, batch_size=args.batch_size, epochs=1, shuffle=False, verbose=0)
-            times[k].append((time.perf_counter() - start) / args.steps)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    runs = {
+        k: (lambda m: lambda: m.fit(x, y, batch_size=args.batch_size, epochs=1,
+                                     shuffle=False, verbose=0))(models[k])
+        for k in kinds
+    }
+    for run in runs.values():  # warm-up: trace / compile
+        run()
+    med, _ = alternating_times(runs, args.repeats, per_run=args.steps)
     print(f"backend={keras.backend.backend()} jit_compile={args.jit} steps={args.steps} "
           f"batch={args.batch_size} repeats={args.repeats}")
     for k in kinds:
         print(f"  {k:<12} median step {med[k] * 1e3:8.3f} ms  "
-              f"(/fwd_bwd {med[k] / med['fwd_bwd']:.3f}, /full {med[k] / med['full']:.3f})")
+              f"(/fwd_bwd {med[k] / med['fwd_bwd']:.3f}, /sgd {med[k] / med['sgd']:.3f}, "
+              f"/full {med[k] / med['full']:.3f})")
 
     params = sum(int(np.prod(v.shape)) * 4 for v in models["full"].trainable_variables)
     print(f"  state bytes (model weights {params}):")

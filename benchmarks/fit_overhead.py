@@ -50,7 +50,14 @@ def rules(decay=0.8):
 def make(kind, jit_compile):
     model = build_model(seed=0)
     inner = keras.optimizers.AdamW(1e-3, weight_decay=0.01)
-    optimizer = inner if kind == "plain" else lw.LayerwiseOptimizer(inner, rules())
+    if kind == "plain":
+        optimizer = inner
+    elif kind == "layerwise":
+        optimizer = lw.LayerwiseOptimizer(inner, rules())
+    else:  # per-rule diagnostics on (issue: cost when on)
+        optimizer = lw.LayerwiseOptimizer(
+            inner, rules(), log=("lr", "grad_norm", "update_ratio")
+        )
     model.compile(
         optimizer,
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -71,6 +78,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--log", action="store_true",
+                        help="also time LayerwiseOptimizer(log=(lr, grad_norm, update_ratio))")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -78,7 +87,8 @@ def main():
     x = rng.normal(size=(n, WIDTH)).astype("float32")
     y = rng.integers(0, 10, size=(n,)).astype("int32")
 
-    models = {kind: make(kind, args.jit) for kind in ("plain", "layerwise")}
+    kinds = ("plain", "layerwise") + (("layerwise_log",) if args.log else ())
+    models = {kind: make(kind, args.jit) for kind in kinds}
     groups = None
     first = {}
     for kind, model in models.items():  # warm-up: trace / compile
@@ -108,6 +118,12 @@ def main():
         f"  ratio layerwise/plain: median {med['layerwise'] / med['plain']:.3f}, "
         f"best {best['layerwise'] / best['plain']:.3f}"
     )
+    if args.log:
+        print(
+            f"  ratio layerwise_log/layerwise: median "
+            f"{med['layerwise_log'] / med['layerwise']:.3f}, best "
+            f"{best['layerwise_log'] / best['layerwise']:.3f}"
+        )
 
 
 if __name__ == "__main__":

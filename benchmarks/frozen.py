@@ -34,6 +34,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import layerwise as lw  # noqa: E402
+from common import alternating_times, classification_data, state_bytes  # noqa: E402
 from fit_overhead import BLOCKS, WIDTH, build_model  # noqa: E402
 
 FROZEN = r"block_([0-9]|10)_.*"
@@ -66,13 +67,6 @@ def epoch(model, x, y, batch_size):
     return time.perf_counter() - start
 
 
-def state_bytes(optimizer):
-    return sum(
-        int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize
-        for v in optimizer.variables
-    )
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--jit", action="store_true")
@@ -80,19 +74,13 @@ def main():
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
-    rng = np.random.default_rng(0)
-    n = args.steps * args.batch_size
-    x = rng.normal(size=(n, WIDTH)).astype("float32")
-    y = rng.integers(0, 10, size=(n,)).astype("int32")
+    x, y = classification_data(args.steps, args.batch_size, WIDTH)
     kinds = ("keras_untrainable", "rule_frozen", "rule_frozen_grads_kept", "lr_scale_0")
     models = {k: make(k, args.jit) for k in kinds}
     for model in models.values():
         epoch(model, x, y, args.batch_size)
-    times = {k: [] for k in kinds}
-    for r in range(args.repeats):
-        for k in kinds if r % 2 == 0 else tuple(reversed(kinds)):
-            times[k].append(epoch(models[k], x, y, args.batch_size) / args.steps)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    runs = {k: (lambda m: lambda: epoch(m, x, y, args.batch_size))(models[k]) for k in kinds}
+    med, _ = alternating_times(runs, args.repeats, per_run=args.steps)
     params = sum(int(np.prod(v.shape)) for v in build_model(0).weights)
     print(f"backend={keras.backend.backend()} jit_compile={args.jit} params={params} "
           f"steps={args.steps} batch={args.batch_size} repeats={args.repeats}")

@@ -34,8 +34,7 @@ def accumulate_or_update(micro_step, steps, accumulators, grads, update, state):
             a.assign(ops.zeros_like(a.value))
 
     def micro():
-        for a, g in zip(accumulators, grads):
-            a.assign_add(ops.cast(g, a.dtype))
+        internals.add_to(accumulators, grads)
 
     is_real = ops.equal(micro_step, steps - 1)
     internals.run_one_branch(

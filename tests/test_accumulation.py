@@ -170,3 +170,26 @@ def test_accumulation_errors_change_nothing():
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="`accumulate_steps` must be an int >= 1"):
             lw.LayerwiseOptimizer(keras.optimizers.Adam(), accumulate_steps=bad)
+
+
+def test_batch_norm_statistics_move_on_every_micro_batch():
+    """The documented behaviour: the forward pass runs per micro-batch, so
+    BatchNormalization's moving statistics move k times per real step, as
+    in a plain run over the same micro-batches (the optimizer never sees
+    them), and not as in one large batch."""
+    x, y = helpers.data(n=32)
+
+    def moving_mean(optimizer, batch_size):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((6,))
+        h = keras.layers.BatchNormalization(momentum=0.5, name="bn")(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+        model.compile(optimizer=optimizer, loss="mse")
+        model.fit(x, y, batch_size=batch_size, shuffle=False, verbose=0)
+        return keras.ops.convert_to_numpy(model.get_layer("bn").moving_mean)
+
+    accumulated = moving_mean(lw.LayerwiseOptimizer(keras.optimizers.SGD(0.1), accumulate_steps=4), 8)
+    per_micro_batch = moving_mean(keras.optimizers.SGD(0.0), 8)
+    large_batch = moving_mean(keras.optimizers.SGD(0.1), 32)
+    np.testing.assert_allclose(accumulated, per_micro_batch, rtol=1e-6)
+    assert not np.allclose(accumulated, large_batch, rtol=1e-3)

@@ -65,3 +65,7 @@ def test_data_parallel_matches_single_device_on_jax():
     assert float(_printed(out, "clip_effect")) > 1e-3, out
     assert float(_printed(out, "optimizer_state_max_abs_diff")) < 1e-5, out
     assert float(_printed(out, "max_abs_diff")) < 1e-5, out
+    # With accumulation, EMA, non-finite skipping and diagnostics too.
+    assert _printed(out, "iterations_options") == "6 6", out
+    assert float(_printed(out, "max_abs_diff_options")) < 1e-5, out
+    assert float(_printed(out, "optimizer_state_max_abs_diff_options")) < 1e-5, out

@@ -8,6 +8,7 @@ grow beyond the plain optimizer's by more than a few scalar ops per group.
 import collections
 
 import keras
+import numpy as np
 
 import layerwise as lw
 from tests.conftest import only_on
@@ -61,3 +62,52 @@ def test_optimizer_state_is_exactly_slots_of_trainable_variables_plus_scales():
     # Adam: iteration + learning rate; layerwise: one scalar per constant scale.
     expected = slot_elements + 2 + 6
     assert sum(int(keras.ops.size(v)) for v in opt.variables) == expected
+
+
+def test_state_with_accumulation_and_ema_is_exact():
+    """Slots, one accumulator and one average per non-frozen variable, the
+    counters and the scales: nothing else."""
+    model = _model()
+    rules = [lw.Rule(f"block_{i}/.*", lr_scale=0.5, name=f"b{i}") for i in range(6)]
+    rules.append(lw.Rule("block_(6|7|8)/.*", frozen=True, name="frozen"))
+    frozen = ("block_6", "block_7", "block_8")
+    trainable = [v for v in model.trainable_variables if not v.path.startswith(frozen)]
+    opt = lw.LayerwiseOptimizer(keras.optimizers.Adam(), rules, accumulate_steps=4, ema=0.99)
+    opt.build(model.trainable_variables)
+    elements = sum(int(keras.ops.size(v)) for v in trainable)
+    # Adam m and v, accumulator, average; iteration, learning rate, micro
+    # step; one scalar per constant scale.
+    expected = 4 * elements + 3 + 6
+    assert sum(int(keras.ops.size(v)) for v in opt.variables) == expected
+
+
+def test_each_change_of_freezing_costs_one_retrace(jit_compile):
+    """GradualUnfreezing over 3 epochs: the schedule freezes two blocks at
+    epoch 0 (before the first trace) and unfreezes one at each of epochs 1
+    and 2: one (re)trace per change when compiled, none between changes."""
+    traces = []
+
+    def hook(grads, variables):
+        traces.append(len(variables))  # once per trace when compiled
+        return grads
+
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(5, name="l0")(inputs)
+    x = keras.layers.Dense(4, name="l1")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="l2")(x))
+    opt = lw.LayerwiseOptimizer(
+        keras.optimizers.Adam(0.01), lw.layer_decay(model, decay=0.5), gradient_hook=hook
+    )
+    model.compile(opt, "mse", jit_compile=jit_compile)
+    x = np.ones((32, 6), "float32")
+    y = np.ones((32, 2), "float32")
+    model.fit(x, y, batch_size=8, epochs=3, verbose=0,
+              callbacks=[lw.callbacks.GradualUnfreezing({0: "l2", 1: "l1", 2: "l0"})])
+    if jit_compile or keras.backend.backend() == "tensorflow":
+        # Each trace sees the variables trainable at that time: 2 (l2), then
+        # 4 (l1 unfrozen), then 6. Keras may trace one step function twice,
+        # and on JAX `build`/`set_frozen` run the hook once symbolically; what
+        # must not happen is a retrace between changes (more of the same).
+        sizes = [n for i, n in enumerate(traces) if i == 0 or traces[i - 1] != n]
+        assert sizes[-3:] == [2, 4, 6]
+        assert traces.count(4) == traces.count(6) <= 3

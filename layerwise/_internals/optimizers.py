@@ -184,6 +184,21 @@ def variable_creation_scope(optimizer):
     return contextlib.nullcontext()
 
 
+def add_to(accumulators, grads):
+    """`accumulators[i] += grads[i]`, as one fused `torch._foreach_add_` on
+    torch (one kernel for all variables, as Keras' torch updates)."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch._foreach_add_(
+            [a.value for a in accumulators],
+            [keras.ops.cast(g, a.dtype) for a, g in zip(accumulators, grads)],
+        )
+        return
+    for a, g in zip(accumulators, grads):
+        a.assign_add(keras.ops.cast(g, a.dtype))
+
+
 def _none(fn):
     fn()
 

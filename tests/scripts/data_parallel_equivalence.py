@@ -49,7 +49,7 @@ def _value(v):
     return np.array(keras.ops.convert_to_numpy(v))
 
 
-def train(distribution, clip=True):
+def train(distribution, clip=True, **options):
     keras.distribution.set_distribution(distribution)
     try:
         model = helpers.mlp(seed=0)
@@ -65,6 +65,7 @@ def train(distribution, clip=True):
                 ),
                 lw.Rule("l2/bias", frozen=True, name="frozen"),
             ],
+            **options,
         )
         model.compile(opt, "mse", jit_compile=True)
         _batch_shards.clear()
@@ -111,3 +112,14 @@ print("optimizer_state_max_abs_diff", max(float(np.max(np.abs(a - b))) for a, b 
 # The clip must bind for the comparison to test it: without it the weights differ.
 print("clip_effect", max(float(np.max(np.abs(a - b))) for a, b in zip(single[1], unclipped[1])))
 print("max_abs_diff", max(float(np.max(np.abs(a - b))) for a, b in zip(single[1], parallel[1])))
+
+# Accumulation (2 micro-batches per step), EMA, non-finite skipping and
+# diagnostics: the conditional step and the extra state under DataParallel.
+OPTIONS = dict(accumulate_steps=2, ema=0.5, skip_nonfinite=True, log=("grad_norm",))
+keras.backend.clear_session()
+single_options = train(None, **OPTIONS)
+keras.backend.clear_session()
+parallel_options = train(keras.distribution.DataParallel(devices=devices), **OPTIONS)
+print("iterations_options", single_options[3], parallel_options[3])
+print("max_abs_diff_options", max(float(np.max(np.abs(a - b))) for a, b in zip(single_options[1], parallel_options[1])))
+print("optimizer_state_max_abs_diff_options", max(float(np.max(np.abs(a - b))) for a, b in zip(single_options[2], parallel_options[2])))

@@ -1,0 +1,45 @@
+"""What every benchmark here shares: synthetic data, alternating timing,
+optimizer state bytes."""
+
+import statistics
+import time
+
+import keras
+import numpy as np
+
+
+def classification_data(steps, batch_size, width):
+    """`steps` batches of Gaussian features and labels in 0..9."""
+    rng = np.random.default_rng(0)
+    n = steps * batch_size
+    x = rng.normal(size=(n, width)).astype("float32")
+    y = rng.integers(0, 10, size=(n,)).astype("int32")
+    return x, y
+
+
+def alternating_times(runs, repeats, per_run=1):
+    """Times each callable in `runs` once per repeat, in alternating order
+    (ABC, CBA, ...), so drifts of the machine hit all of them alike.
+
+    Returns:
+        `(medians, times)`: seconds per run divided by `per_run`.
+    """
+    kinds = list(runs)
+    times = {k: [] for k in kinds}
+    for r in range(repeats):
+        for kind in kinds if r % 2 == 0 else list(reversed(kinds)):
+            start = time.perf_counter()
+            runs[kind]()
+            times[kind].append((time.perf_counter() - start) / per_run)
+    return {k: statistics.median(v) for k, v in times.items()}, times
+
+
+def state_bytes(optimizers):
+    """Bytes held by the variables of one optimizer or a list of them."""
+    if not isinstance(optimizers, (list, tuple)):
+        optimizers = [optimizers]
+    return sum(
+        int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize
+        for o in optimizers
+        for v in o.variables
+    )
