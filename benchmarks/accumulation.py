@@ -21,7 +21,6 @@ Usage:
     KERAS_BACKEND=jax python benchmarks/accumulation.py [--jit] [--repeats 7]
 """
 
-import argparse
 import os
 import sys
 
@@ -32,7 +31,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import layerwise as lw  # noqa: E402
-from common import alternating_times, classification_data, state_bytes  # noqa: E402
+from common import (  # noqa: E402
+    alternating_times, classification_data, epoch_seconds, fit_arguments, state_bytes,
+)
 from fit_overhead import WIDTH, build_model, rules  # noqa: E402
 
 BIG = 10**6
@@ -68,21 +69,12 @@ def make(kind, jit_compile):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--jit", action="store_true")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--batch-size", type=int, default=64)
-    args = parser.parse_args()
+    args = fit_arguments(repeats=7, steps=60, batch_size=64).parse_args()
     x, y = classification_data(args.steps, args.batch_size, WIDTH)
 
     kinds = ("full", "fwd_bwd", "sgd", "ours_micro", "keras_micro")
     models = {k: make(k, args.jit) for k in kinds}
-    runs = {
-        k: (lambda m: lambda: m.fit(x, y, batch_size=args.batch_size, epochs=1,
-                                     shuffle=False, verbose=0))(models[k])
-        for k in kinds
-    }
+    runs = {k: (lambda m: lambda: epoch_seconds(m, x, y, args.batch_size))(models[k]) for k in kinds}
     for run in runs.values():  # warm-up: trace / compile
         run()
     med, _ = alternating_times(runs, args.repeats, per_run=args.steps)

@@ -1,6 +1,7 @@
 """What every benchmark here shares: synthetic data, alternating timing,
 optimizer state bytes."""
 
+import argparse
 import statistics
 import time
 
@@ -15,6 +16,24 @@ def classification_data(steps, batch_size, width):
     x = rng.normal(size=(n, width)).astype("float32")
     y = rng.integers(0, 10, size=(n,)).astype("int32")
     return x, y
+
+
+def fit_arguments(repeats, steps, batch_size):
+    """The options every `fit` benchmark takes: `--jit`, `--repeats`,
+    `--steps` (per epoch) and `--batch-size`, with these defaults."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jit", action="store_true")
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    return parser
+
+
+def epoch_seconds(model, x, y, batch_size):
+    """Wall time of one `fit` epoch over `x`, in order, without output."""
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+    return time.perf_counter() - start
 
 
 def alternating_times(runs, repeats, per_run=1):

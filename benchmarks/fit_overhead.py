@@ -12,10 +12,8 @@ Usage:
     KERAS_BACKEND=jax python benchmarks/fit_overhead.py [--jit] [--repeats 9]
 """
 
-import argparse
 import os
 import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -23,6 +21,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import layerwise as lw  # noqa: E402
+from common import epoch_seconds, fit_arguments  # noqa: E402
 
 BLOCKS = 12
 WIDTH = 256
@@ -66,18 +65,8 @@ def make(kind, jit_compile):
     return model
 
 
-def epoch_seconds(model, x, y, batch_size):
-    start = time.perf_counter()
-    model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
-    return time.perf_counter() - start
-
-
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--jit", action="store_true")
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser = fit_arguments(repeats=9, steps=100, batch_size=64)
     parser.add_argument("--log", action="store_true",
                         help="also time LayerwiseOptimizer(log=(lr, grad_norm, update_ratio))")
     args = parser.parse_args()

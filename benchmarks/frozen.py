@@ -21,11 +21,9 @@ Usage:
     KERAS_BACKEND=jax python benchmarks/frozen.py [--jit] [--repeats 7]
 """
 
-import argparse
 import os
 import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(__file__))
@@ -34,7 +32,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import layerwise as lw  # noqa: E402
-from common import alternating_times, classification_data, state_bytes  # noqa: E402
+from common import (  # noqa: E402
+    alternating_times, classification_data, epoch_seconds, fit_arguments, state_bytes,
+)
 from fit_overhead import BLOCKS, WIDTH, build_model  # noqa: E402
 
 FROZEN = r"block_([0-9]|10)_.*"
@@ -61,25 +61,14 @@ def make(kind, jit_compile):
     return model
 
 
-def epoch(model, x, y, batch_size):
-    start = time.perf_counter()
-    model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
-    return time.perf_counter() - start
-
-
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--jit", action="store_true")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--batch-size", type=int, default=64)
-    args = parser.parse_args()
+    args = fit_arguments(repeats=7, steps=60, batch_size=64).parse_args()
     x, y = classification_data(args.steps, args.batch_size, WIDTH)
     kinds = ("keras_untrainable", "rule_frozen", "rule_frozen_grads_kept", "lr_scale_0")
     models = {k: make(k, args.jit) for k in kinds}
     for model in models.values():
-        epoch(model, x, y, args.batch_size)
-    runs = {k: (lambda m: lambda: epoch(m, x, y, args.batch_size))(models[k]) for k in kinds}
+        epoch_seconds(model, x, y, args.batch_size)
+    runs = {k: (lambda m: lambda: epoch_seconds(m, x, y, args.batch_size))(models[k]) for k in kinds}
     med, _ = alternating_times(runs, args.repeats, per_run=args.steps)
     params = sum(int(np.prod(v.shape)) for v in build_model(0).weights)
     print(f"backend={keras.backend.backend()} jit_compile={args.jit} params={params} "
@@ -90,10 +79,10 @@ def main():
 
     # Changing what is frozen: one retrace at the next step.
     model = models["rule_frozen"]
-    steady = statistics.median([epoch(model, x, y, args.batch_size) for _ in range(3)])
+    steady = statistics.median([epoch_seconds(model, x, y, args.batch_size) for _ in range(3)])
     model.optimizer.set_frozen("body", False)
     model.make_train_function(force=True)
-    after_change = epoch(model, x, y, args.batch_size)
+    after_change = epoch_seconds(model, x, y, args.batch_size)
     print(f"  set_frozen('body', False): first epoch after it {after_change:.3f} s vs steady "
           f"(still frozen) {steady:.3f} s: retrace + fresh slots + 12x the trained parameters")
 

@@ -13,7 +13,7 @@ from layerwise.observe import LastValue
 from layerwise.observe import Observe
 from layerwise.observe import ObservedModel
 from layerwise.observe import observe
-from layerwise.ema import ema_weights
+from layerwise.ema_swap import ema_weights
 from layerwise.optimizer import LayerwiseOptimizer
 from layerwise.parametrize import FunctionParametrization
 from layerwise.parametrize import Parametrization

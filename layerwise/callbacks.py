@@ -3,22 +3,8 @@
 import keras
 
 from layerwise._internals import trainers
-from layerwise import ema as ema_lib
-from layerwise import optimizer as optimizer_lib
-
-
-def layerwise_optimizer_of(model):
-    """The model's `LayerwiseOptimizer`, also under a `LossScaleOptimizer`."""
-    optimizer = getattr(model, "optimizer", None)
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        optimizer = optimizer.inner_optimizer
-    if not isinstance(optimizer, optimizer_lib.LayerwiseOptimizer):
-        raise ValueError(
-            "The model must be compiled with a `layerwise.LayerwiseOptimizer` "
-            "(optionally inside a `LossScaleOptimizer`). Received: "
-            f"optimizer={optimizer!r}"
-        )
-    return optimizer
+from layerwise import ema_swap
+from layerwise.optimizer import layerwise_optimizer_of
 
 
 class GradualUnfreezing(keras.callbacks.Callback):
@@ -145,7 +131,7 @@ class EvaluateWithEMA(keras.callbacks.Callback):
 
     def on_test_begin(self, logs=None):
         if self._swap is None:
-            self._swap = ema_lib.ema_weights(self.model)
+            self._swap = ema_swap.ema_weights(self.model)
             self._swap.__enter__()
 
     def on_test_end(self, logs=None):
@@ -179,7 +165,12 @@ class LogDiagnostics(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         optimizer = layerwise_optimizer_of(self.model)
-        if not optimizer.log_variables:
+        variables = optimizer.log_variables
+        # Built once: the lookup of the variables' places in the trainer's
+        # state stays out of the per-batch path.
+        self._names = list(variables)
+        self._read = trainers.optimizer_value_reader(self.model, list(variables.values()))
+        if not variables:
             raise ValueError(
                 "LogDiagnostics needs a LayerwiseOptimizer created with "
                 "`log=(...)`, e.g. `log=('lr', 'grad_norm', 'update_ratio')`, "
@@ -189,9 +180,7 @@ class LogDiagnostics(keras.callbacks.Callback):
     def _add(self, logs):
         if logs is None:
             return
-        variables = layerwise_optimizer_of(self.model).log_variables
-        values = trainers.latest_optimizer_values(self.model, list(variables.values()))
-        for name, value in zip(variables, values):
+        for name, value in zip(self._names, self._read()):
             logs[name] = float(keras.ops.convert_to_numpy(value))
 
     def on_train_batch_end(self, batch, logs=None):

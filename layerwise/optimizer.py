@@ -368,21 +368,9 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         self._marked_untrainable = set()
         self._skipped_steps = None
         if skip_nonfinite:
-            self._skipped_steps = self.add_variable(
-                shape=(),
-                initializer="zeros",
-                dtype="int32",
-                aggregation="only_first_replica",
-                name="skipped_steps",
-            )
+            self._skipped_steps = self._add_scalar("skipped_steps", "int32")
         self._log_variables = {
-            f"{stat}/{rule.name}": self.add_variable(
-                shape=(),
-                initializer="zeros",
-                dtype="float32",
-                aggregation="only_first_replica",
-                name=f"log_{stat}_{_safe(rule.name)}",
-            )
+            f"{stat}/{rule.name}": self._add_scalar(f"log_{stat}_{_safe(rule.name)}")
             for stat in log
             for rule in self._rules
         }
@@ -400,13 +388,17 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         self._updater_of = {}
 
     def _add_scale_variable(self, rule_name, value):
-        safe_name = _safe(rule_name)
+        return self._add_scalar(f"lr_scale_{_safe(rule_name)}", value=value)
+
+    def _add_scalar(self, name, dtype="float32", value=0):
+        """A scalar of this optimizer's own state (multiplier, counter or
+        diagnostic), written by the first replica only."""
         return self.add_variable(
             shape=(),
             initializer=keras.initializers.Constant(value),
-            dtype="float32",
+            dtype=dtype,
             aggregation="only_first_replica",
-            name=f"lr_scale_{safe_name}",
+            name=name,
         )
 
     # ------------------------------------------------------------------
@@ -680,13 +672,7 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             inner_paths = set(self._inner_paths)
             inner_variables = [v for v in variables if v.path in inner_paths]
         if self.accumulate_steps > 1:
-            self._micro_step = self.add_variable(
-                shape=(),
-                initializer="zeros",
-                dtype="int32",
-                aggregation="only_first_replica",
-                name="micro_step",
-            )
+            self._micro_step = self._add_scalar("micro_step", "int32")
         self.inner_optimizer.build(inner_variables)
         internals.leave_all_reduce_to_caller(self.inner_optimizer)
         self._add_accumulators_and_averages(inner_variables)
@@ -999,3 +985,17 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         instance._unfrozen_paths = [list(p) for p in unfrozen]
         instance._inner_paths = inner_paths
         return instance
+
+
+def layerwise_optimizer_of(model):
+    """The model's `LayerwiseOptimizer`, also under a `LossScaleOptimizer`."""
+    optimizer = getattr(model, "optimizer", None)
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
+    if not isinstance(optimizer, LayerwiseOptimizer):
+        raise ValueError(
+            "The model must be compiled with a `layerwise.LayerwiseOptimizer` "
+            "(optionally inside a `LossScaleOptimizer`). Received: "
+            f"optimizer={optimizer!r}"
+        )
+    return optimizer

@@ -16,7 +16,7 @@ MODULES = [
     for name in (
         "callbacks",
         "capture",
-        "ema",
+        "ema_swap",
         "layers",
         "normalizations",
         "observe",

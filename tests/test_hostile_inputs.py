@@ -429,15 +429,18 @@ def test_transform_returning_wrong_gradients_fails_fit_and_changes_nothing(trans
     _assert_nothing_trained(before, _state(model, opt))
 
 
+class _ReturnsNone(lw.transforms.GradientTransform):
+    """A transform that forgets to return its gradients."""
+
+    def __call__(self, grads, variables):
+        return None
+
+
 @pytest.mark.parametrize("where", ["hook", "transform"])
 def test_hook_or_transform_returning_none_changes_nothing(where):
     """Whatever the message (see the next test), the failed step moves
     nothing."""
     variable = keras.Variable(np.ones(2, "float32"), name="w")
-
-    class _ReturnsNone(lw.transforms.GradientTransform):
-        def __call__(self, grads, variables):
-            return None
 
     if where == "hook":
         opt = lw.LayerwiseOptimizer(keras.optimizers.SGD(0.1), gradient_hook=lambda g, v: None)
@@ -458,10 +461,6 @@ def test_hook_or_transform_returning_none_changes_nothing(where):
 @pytest.mark.parametrize("where", ["hook", "transform"])
 def test_hook_or_transform_returning_none_is_reported_clearly(where):
     variable = keras.Variable(np.ones(2, "float32"), name="w")
-
-    class _ReturnsNone(lw.transforms.GradientTransform):
-        def __call__(self, grads, variables):
-            return None
 
     if where == "hook":
         opt = lw.LayerwiseOptimizer(keras.optimizers.SGD(0.1), gradient_hook=lambda g, v: None)

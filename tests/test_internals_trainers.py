@@ -75,16 +75,19 @@ def test_check_before_trace_runs_symbolically_on_jax_only():
         assert out is None and calls == []
 
 
-def test_latest_optimizer_values_reads_the_trainer_state():
+def test_optimizer_value_reader_reads_the_trainer_state():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
     seen = []
-    reader = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: seen.append(
-            int(keras.ops.convert_to_numpy(
-                _trainer_internals.latest_optimizer_values(model, [model.optimizer.iterations])[0]
-            ))
-        )
-    )
-    model.fit(np.ones((8, 2)), np.ones((8, 1)), batch_size=2, verbose=0, callbacks=[reader])
+
+    class Reader(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.read = _trainer_internals.optimizer_value_reader(
+                model, [model.optimizer.iterations]
+            )
+
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(int(keras.ops.convert_to_numpy(self.read()[0])))
+
+    model.fit(np.ones((8, 2)), np.ones((8, 1)), batch_size=2, verbose=0, callbacks=[Reader()])
     assert seen == [1, 2, 3, 4]

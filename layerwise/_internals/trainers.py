@@ -107,21 +107,29 @@ def with_metrics_updates(model, aux, update_fn):
     return unscaled_loss, y_pred, non_trainable_variables, metrics_variables
 
 
-def latest_optimizer_values(model, variables):
-    """The current values of some of `model.optimizer`'s variables.
+def optimizer_value_reader(model, variables):
+    """A function returning the current values of some of
+    `model.optimizer`'s variables.
 
     During JAX `fit`, the newest values live in the trainer's state
     (`model._jax_state`, written back to the variables only at epoch ends);
-    reading that state avoids a full `jax_state_sync()` every batch.
+    reading that state avoids a full `jax_state_sync()` every batch. The
+    variables' places in that state are looked up once, here.
     """
-    state = getattr(model, "_jax_state", None)
-    synced = getattr(model, "_jax_state_synced", True)
-    if keras.backend.backend() == "jax" and state and not synced:
-        values = state.get("optimizer_variables")
-        if values is not None:
-            index = {id(v): i for i, v in enumerate(model.optimizer.variables)}
-            return [values[index[id(v)]] for v in variables]
-    return [v.value for v in variables]
+    if keras.backend.backend() != "jax":
+        return lambda: [v.value for v in variables]
+    index = {id(v): i for i, v in enumerate(model.optimizer.variables)}
+    places = [index[id(v)] for v in variables]
+
+    def read():
+        state = getattr(model, "_jax_state", None)
+        if state and not getattr(model, "_jax_state_synced", True):
+            values = state.get("optimizer_variables")
+            if values is not None:
+                return [values[i] for i in places]
+        return [v.value for v in variables]
+
+    return read
 
 
 def check_before_trace(fn, *args):
