@@ -11,17 +11,33 @@ Side by side in one process, per backend, on the 12-block residual MLP of
 - `sgd`: plain SGD, forward + backward + one pass over the gradients (the
   traffic of adding them to accumulators): the floor a micro-step can reach;
 - `ours_micro`: `LayerwiseOptimizer(accumulate_steps=10**6)`: every step in
-  the measurement is a micro-step (gradients added to the accumulators);
+  the measurement is a micro-step (gradients added to the accumulators),
+  one compiled step with a run-time conditional;
+- `ours_micro_split`: the same with `layerwise.callbacks.SplitAccumulation()`
+  (micro-steps and real steps compiled apart: no conditional);
 - `keras_micro`: Keras' own `AdamW(gradient_accumulation_steps=10**6)`.
 
 Epochs alternate between the configurations (medians over repeats). Also
 prints the optimizer state bytes of each configuration, with EMA on too.
+`--width 1024` makes the blocks 1024 wide (12.6M parameters), where the
+state a conditional carries is 16x larger.
+
+`--memory` instead measures peak memory as a function of `k`: for each `k`
+in 1, 2, 4, 8, 16 a fresh process trains 2 epochs of 32 batches with
+`accumulate_steps=k` (with and without `SplitAccumulation`) and reports its
+peak resident set size (`ru_maxrss`), next to the same process's size after
+building the model and optimizer.
 
 Usage:
-    KERAS_BACKEND=jax python benchmarks/accumulation.py [--jit] [--repeats 7]
+    KERAS_BACKEND=jax python benchmarks/accumulation.py [--jit] [--repeats 7] [--width 256]
+    KERAS_BACKEND=jax python benchmarks/accumulation.py [--jit] --memory
 """
 
+import argparse
+import json
 import os
+import resource
+import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -32,15 +48,15 @@ import numpy as np  # noqa: E402
 
 import layerwise as lw  # noqa: E402
 from common import (  # noqa: E402
-    alternating_times, classification_data, epoch_seconds, fit_arguments, state_bytes,
+    classification_data, epoch_seconds, fit_arguments, instance_times, state_bytes,
 )
 from fit_overhead import WIDTH, build_model, rules  # noqa: E402
 
 BIG = 10**6
 
 
-def make(kind, jit_compile):
-    model = build_model(seed=0)
+def make(kind, jit_compile, width=WIDTH, k=BIG):
+    model = build_model(seed=0, width=width)
     if kind == "full":
         optimizer = keras.optimizers.AdamW(1e-3, weight_decay=0.01)
     elif kind == "fwd_bwd":
@@ -54,9 +70,9 @@ def make(kind, jit_compile):
         # Forward + backward + one read-modify-write pass over gradient-sized
         # buffers: the same memory traffic as adding to the accumulators.
         optimizer = keras.optimizers.SGD(1e-3)
-    elif kind == "ours_micro":
+    elif kind in ("ours_micro", "ours_micro_split"):
         optimizer = lw.LayerwiseOptimizer(
-            keras.optimizers.AdamW(1e-3, weight_decay=0.01), rules(), accumulate_steps=BIG
+            keras.optimizers.AdamW(1e-3, weight_decay=0.01), rules(), accumulate_steps=k
         )
     elif kind == "keras_micro":
         optimizer = keras.optimizers.AdamW(1e-3, weight_decay=0.01, gradient_accumulation_steps=BIG)
@@ -68,24 +84,76 @@ def make(kind, jit_compile):
     return model
 
 
+def _callbacks(kind):
+    return [lw.callbacks.SplitAccumulation()] if kind == "ours_micro_split" else None
+
+
+def peak_memory(k, split, jit_compile, width):
+    """In this (fresh) process: trains with `accumulate_steps=k`, returns
+    the resident set size after building and the peak, in bytes."""
+    steps, batch_size = 32, 64
+    x, y = classification_data(steps, batch_size, width)
+    model = make("ours_micro", jit_compile, width=width, k=k)
+    model.optimizer.build(model.trainable_variables)
+    built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    callbacks = [lw.callbacks.SplitAccumulation()] if split and k > 1 else None
+    model.fit(x, y, batch_size=batch_size, epochs=2, shuffle=False, verbose=0,
+              callbacks=callbacks)
+    return built, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def memory_table(args):
+    print(f"backend={keras.backend.backend()} jit_compile={args.jit} width={args.width}: "
+          "peak RSS of a fresh process, 2 epochs x 32 batches of 64")
+    for split in (False, True):
+        for k in (1, 2, 4, 8, 16):
+            if split and k == 1:
+                continue
+            command = [sys.executable, __file__, "--width", str(args.width),
+                       "--memory-child", json.dumps([k, split])] + (["--jit"] if args.jit else [])
+            out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            built, peak = json.loads(out.strip().splitlines()[-1])
+            print(f"  k={k:<3} split={str(split):<5} after build {built / 2**20:8.1f} MiB  "
+                  f"peak {peak / 2**20:8.1f} MiB  (peak - build {(peak - built) / 2**20:7.1f} MiB)")
+
+
 def main():
-    args = fit_arguments(repeats=7, steps=60, batch_size=64).parse_args()
-    x, y = classification_data(args.steps, args.batch_size, WIDTH)
+    parser = fit_arguments(repeats=7, steps=60, batch_size=64)
+    parser.add_argument("--width", type=int, default=WIDTH)
+    parser.add_argument("--instances", type=int, default=2)
+    parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        k, split = json.loads(args.memory_child)
+        print(json.dumps(peak_memory(k, split, args.jit, args.width)))
+        return
+    if args.memory:
+        memory_table(args)
+        return
+    x, y = classification_data(args.steps, args.batch_size, args.width)
 
-    kinds = ("full", "fwd_bwd", "sgd", "ours_micro", "keras_micro")
-    models = {k: make(k, args.jit) for k in kinds}
-    runs = {k: (lambda m: lambda: epoch_seconds(m, x, y, args.batch_size))(models[k]) for k in kinds}
-    for run in runs.values():  # warm-up: trace / compile
-        run()
-    med, _ = alternating_times(runs, args.repeats, per_run=args.steps)
-    print(f"backend={keras.backend.backend()} jit_compile={args.jit} steps={args.steps} "
-          f"batch={args.batch_size} repeats={args.repeats}")
+    kinds = ("full", "fwd_bwd", "sgd", "ours_micro", "ours_micro_split", "keras_micro")
+
+    def make_run(kind):
+        model = make(kind, args.jit, width=args.width)
+        callbacks = _callbacks(kind)
+        epoch_seconds(model, x, y, args.batch_size, callbacks)  # warm-up: trace / compile
+        return lambda: epoch_seconds(model, x, y, args.batch_size, callbacks)
+
+    med, spread = instance_times(make_run, kinds, args.instances, args.repeats, per_run=args.steps)
+    params = sum(int(np.prod(v.shape)) for v in build_model(0, args.width).trainable_variables)
+    print(f"backend={keras.backend.backend()} jit_compile={args.jit} params={params} "
+          f"steps={args.steps} batch={args.batch_size} repeats={args.repeats} "
+          f"instances={args.instances} (best instance; A/A spread = max/min over instances)")
     for k in kinds:
-        print(f"  {k:<12} median step {med[k] * 1e3:8.3f} ms  "
+        print(f"  {k:<16} median step {med[k] * 1e3:8.3f} ms  "
               f"(/fwd_bwd {med[k] / med['fwd_bwd']:.3f}, /sgd {med[k] / med['sgd']:.3f}, "
-              f"/full {med[k] / med['full']:.3f})")
+              f"/full {med[k] / med['full']:.3f})  A/A {spread[k][1] / spread[k][0]:.3f}")
 
-    params = sum(int(np.prod(v.shape)) * 4 for v in models["full"].trainable_variables)
+    if args.width != WIDTH:
+        return
+    params = sum(int(np.prod(v.shape)) * 4 for v in build_model(0).trainable_variables)
     print(f"  state bytes (model weights {params}):")
     configs = {
         "AdamW": lambda m: keras.optimizers.AdamW(1e-3),

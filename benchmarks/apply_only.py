@@ -13,15 +13,20 @@ random tensors. Configurations, timed alternately in one process:
 
 The apply is compiled as each backend runs it in `fit`: a `tf.function`
 (`--jit`: with XLA) on TensorFlow, `jax.jit` of `stateless_apply` with
-donated state on JAX, eager on torch. Bytes per AdamW apply: read w, g, m, v
-and write w, m, v = 28 bytes per parameter; the bandwidth reference is
-NumPy's copy of a 256 MB array (read + write).
+donated state on JAX (returned in the order it is donated, as Keras' JAX
+trainer does), eager on torch. Two instances of each configuration are
+built and timed alternately; each keeps its best instance, and the spread
+between instances (the A/A control) is printed. Bytes per AdamW apply: read
+w, g, m, v and write w, m, v = 28 bytes per parameter; the bandwidth
+reference is NumPy copying a 256 MB array (read + write), one thread per
+core.
 
 Usage:
     KERAS_BACKEND=jax python benchmarks/apply_only.py [--jit] [--repeats 15]
 """
 
 import argparse
+import concurrent.futures
 import os
 import statistics
 import time
@@ -68,17 +73,21 @@ def compiled_apply(optimizer, variables, grads, jit):
     if backend == "jax":
         import jax
 
-        def step(opt_values, train_values, grad_values):
+        # The donated state comes in the order it goes out, as in Keras'
+        # JAX trainer: JAX pairs donated inputs with outputs of the same
+        # shape in order, so `(opt, train) -> (train, opt)` would alias each
+        # weight to a slot and make XLA copy every buffer (see jax_groups.py).
+        def step(train_values, opt_values, grad_values):
             return optimizer.stateless_apply(opt_values, grad_values, train_values)
 
         step = jax.jit(step, donate_argnums=(0, 1))
         state = {
-            "opt": [v.value for v in optimizer.variables],
             "train": [v.value for v in variables],
+            "opt": [v.value for v in optimizer.variables],
         }
 
         def run():
-            state["train"], state["opt"] = step(state["opt"], state["train"], grads)
+            state["train"], state["opt"] = step(state["train"], state["opt"], grads)
             jax.block_until_ready(state["train"])
 
         return run
@@ -92,13 +101,20 @@ def compiled_apply(optimizer, variables, grads, jit):
 
 
 def copy_bandwidth():
+    """Bytes per second (read + write) of copying 256 MB with one NumPy
+    copy per core, in threads (NumPy releases the GIL): the machine's
+    memory bandwidth as the compiled updates, which use every core, see it."""
+    threads = os.cpu_count() or 1
     a = np.ones(64 * 2**20, "float32")
     b = np.empty_like(a)
+    parts = np.array_split(np.arange(a.size), threads)
+    slices = [slice(int(p[0]), int(p[-1]) + 1) for p in parts]
     times = []
-    for _ in range(7):
-        start = time.perf_counter()
-        np.copyto(b, a)
-        times.append(time.perf_counter() - start)
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        for _ in range(7):
+            start = time.perf_counter()
+            list(pool.map(lambda s: np.copyto(b[s], a[s]), slices))
+            times.append(time.perf_counter() - start)
     return 2 * a.nbytes / statistics.median(times)
 
 
@@ -107,36 +123,45 @@ def main():
     parser.add_argument("--jit", action="store_true")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--calls", type=int, default=10)
+    parser.add_argument("--instances", type=int, default=2)
     args = parser.parse_args()
     kinds = ("plain", "groups_1", "groups_13", "groups_48")
     rng = np.random.default_rng(1)
     grads_np = [rng.normal(size=SHAPE).astype("float32") for _ in range(N_VARS)]
     runs, first = {}, {}
-    for kind in kinds:
-        variables = make_variables()
-        grads = [keras.ops.convert_to_tensor(g) for g in grads_np]
-        optimizer = make_optimizer(kind, variables)
-        run = compiled_apply(optimizer, variables, grads, args.jit)
-        start = time.perf_counter()
-        run()
-        first[kind] = time.perf_counter() - start
-        runs[kind] = run
-    times = {k: [] for k in kinds}
+    # Two instances of each configuration: the A/A control (see
+    # `common.instance_times`); each configuration keeps its best instance.
+    for instance in range(args.instances):
+        for kind in kinds:
+            variables = make_variables()
+            grads = [keras.ops.convert_to_tensor(g) for g in grads_np]
+            optimizer = make_optimizer(kind, variables)
+            run = compiled_apply(optimizer, variables, grads, args.jit)
+            start = time.perf_counter()
+            run()
+            first[kind] = time.perf_counter() - start
+            runs[(kind, instance)] = run
+    times = {key: [] for key in runs}
+    keys = list(runs)
     for r in range(args.repeats):
-        for kind in kinds if r % 2 == 0 else tuple(reversed(kinds)):
+        for key in keys if r % 2 == 0 else keys[::-1]:
             start = time.perf_counter()
             for _ in range(args.calls):
-                runs[kind]()
-            times[kind].append((time.perf_counter() - start) / args.calls)
-    med = {k: statistics.median(v) for k, v in times.items()}
+                runs[key]()
+            times[key].append((time.perf_counter() - start) / args.calls)
+    per_instance = {key: statistics.median(v) for key, v in times.items()}
+    med = {k: min(per_instance[(k, i)] for i in range(args.instances)) for k in kinds}
+    aa = {k: max(per_instance[(k, i)] for i in range(args.instances)) / med[k] for k in kinds}
+    times = {k: [t for i in range(args.instances) for t in times[(k, i)]] for k in kinds}
     params = N_VARS * SHAPE[0] * SHAPE[1]
     moved = 28 * params
     bandwidth = copy_bandwidth()
     print(f"backend={keras.backend.backend()} jit={args.jit} params={params} "
-          f"repeats={args.repeats}x{args.calls} copy_bandwidth={bandwidth / 1e9:.1f} GB/s")
+          f"repeats={args.repeats}x{args.calls} instances={args.instances} "
+          f"copy_bandwidth={bandwidth / 1e9:.1f} GB/s ({os.cpu_count()} threads)")
     for kind in kinds:
         print(f"  {kind:<10} median apply {med[kind] * 1e3:8.3f} ms  ratio {med[kind] / med['plain']:.3f}  "
-              f"min {min(times[kind]) * 1e3:.3f}  first call {first[kind]:.2f} s  "
+              f"A/A {aa[kind]:.3f}  min {min(times[kind]) * 1e3:.3f}  first call {first[kind]:.2f} s  "
               f"{moved / med[kind] / 1e9:.1f} GB/s ({moved / med[kind] / bandwidth:.2f} of copy)")
 
 

@@ -27,12 +27,12 @@ BLOCKS = 12
 WIDTH = 256
 
 
-def build_model(seed):
+def build_model(seed, width=WIDTH):
     keras.utils.set_random_seed(seed)
-    inputs = keras.Input((WIDTH,))
+    inputs = keras.Input((width,))
     x = inputs
     for i in range(BLOCKS):
-        h = keras.layers.Dense(WIDTH, activation="gelu", name=f"block_{i}_dense")(x)
+        h = keras.layers.Dense(width, activation="gelu", name=f"block_{i}_dense")(x)
         x = keras.layers.LayerNormalization(name=f"block_{i}_norm")(x + h)
     outputs = keras.layers.Dense(10, name="head")(x)
     return keras.Model(inputs, outputs)

@@ -11,7 +11,7 @@ from keras import ops
 from layerwise._internals import optimizers as internals
 
 
-def accumulate_or_update(micro_step, steps, accumulators, grads, update, state):
+def accumulate_or_update(micro_step, steps, accumulators, grads, update, state, phase=None):
     """Adds `grads` to the accumulators, or takes the real step.
 
     Args:
@@ -22,6 +22,10 @@ def accumulate_or_update(micro_step, steps, accumulators, grads, update, state):
         update: Callable `mean_grads -> None`, the real step.
         state: Every variable `update` may read or write (needed where the
             branch must be a pure function, on JAX).
+        phase: `None` to decide at run time from `micro_step` (a
+            conditional in compiled code); `"micro"` or `"real"` when the
+            caller knows which step this is, so only that branch is traced
+            (see `layerwise.callbacks.SplitAccumulation`).
     """
 
     def real_step():
@@ -36,8 +40,13 @@ def accumulate_or_update(micro_step, steps, accumulators, grads, update, state):
     def micro():
         internals.add_to(accumulators, grads)
 
-    is_real = ops.equal(micro_step, steps - 1)
-    internals.run_one_branch(
-        is_real, real_step, micro, list(state) + list(accumulators)
-    )
+    if phase == "micro":
+        micro()
+    elif phase == "real":
+        real_step()
+    else:
+        is_real = ops.equal(micro_step, steps - 1)
+        internals.run_one_branch(
+            is_real, real_step, micro, list(state) + list(accumulators)
+        )
     micro_step.assign(ops.mod(ops.add(micro_step, 1), steps))

@@ -99,6 +99,116 @@ class GradualUnfreezing(keras.callbacks.Callback):
                 )
 
 
+class SplitAccumulation(keras.callbacks.Callback):
+    """Compiles gradient-accumulation micro-steps and real steps separately.
+
+    With `accumulate_steps=k`, one compiled train step must find out at run
+    time whether a batch only adds its gradients to the accumulators or
+    takes the real optimizer step: a conditional over every weight, slot
+    and accumulator. Under XLA (TensorFlow `jit_compile=True`, JAX) that
+    conditional copies the state it carries on every micro-step, which can
+    cost more than a full step (see `benchmarks/RESULTS.md`). This callback
+    compiles two train functions instead, one that only accumulates and one
+    that takes the real step, and calls the right one for each batch,
+    counting micro-steps on the host. The results are the same as without
+    it; micro-steps then cost forward, backward and one addition per
+    gradient.
+
+    Costs one more trace (two train functions; again after anything
+    re-creates the train function, e.g. `GradualUnfreezing`). When `fit`
+    ends, the model's previous train function comes back.
+
+    Requires a `LayerwiseOptimizer` with `accumulate_steps > 1`, without
+    `skip_nonfinite` (a skipped step does not advance the count, which only
+    the compiled step knows), and `steps_per_execution=1` (several steps
+    per call would mix both kinds); otherwise `fit` fails before its first
+    step.
+
+    Example:
+
+    >>> import keras, numpy as np, layerwise as lw
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> opt = lw.LayerwiseOptimizer(keras.optimizers.Adam(0.1), accumulate_steps=2)
+    >>> model.compile(optimizer=opt, loss="mse")
+    >>> _ = model.fit(np.ones((8, 2)), np.ones((8, 1)), batch_size=2, verbose=0,
+    ...               callbacks=[lw.callbacks.SplitAccumulation()])
+    >>> int(opt.iterations)
+    2
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._functions = {}
+        self._made_for = None
+        self._installed = None
+        self._restore = None
+
+    def on_train_begin(self, logs=None):
+        optimizer = layerwise_optimizer_of(self.model)
+        if optimizer.accumulate_steps == 1:
+            raise ValueError(
+                "SplitAccumulation needs a LayerwiseOptimizer with "
+                "`accumulate_steps` > 1. Received: accumulate_steps="
+                f"{optimizer.accumulate_steps}"
+            )
+        if optimizer.skip_nonfinite:
+            raise ValueError(
+                "SplitAccumulation cannot be used with `skip_nonfinite=True`: "
+                "a skipped step does not advance the micro-step count, and "
+                "only the compiled step knows that it skipped. Received: "
+                "skip_nonfinite=True"
+            )
+        if self.model.steps_per_execution != 1:
+            raise ValueError(
+                "SplitAccumulation needs `steps_per_execution=1` in "
+                "`compile()`: each call of the train function must be one "
+                "micro-step or one real step. Received: steps_per_execution="
+                f"{self.model.steps_per_execution}"
+            )
+        self._optimizer = optimizer
+        # An optimizer not built yet starts its first cycle.
+        self._count = 0
+        if optimizer._micro_step is not None:
+            self._count = int(keras.ops.convert_to_numpy(optimizer._micro_step))
+        self._installed = None
+
+    def _compiled(self, phase):
+        optimizer = self._optimizer
+
+        def wrap(function):
+            def phased(*args, **kwargs):
+                # The phase matters while the step traces (its first call,
+                # or a retrace for new input shapes); afterwards it is inert.
+                with optimizer._traced_as(phase):
+                    return function(*args, **kwargs)
+
+            return phased
+
+        return trainers.make_train_function_with(self.model, wrap)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        current = self.model.train_function
+        if current is not self._installed:
+            # First batch of this `fit`, or another callback re-made the
+            # function (a changed plan): the phase functions must be made
+            # from what Keras would run now, unless they already were (a
+            # later `fit` reuses them, without tracing again).
+            self._restore = current
+            if current is None or current is not self._made_for:
+                self._functions = {p: self._compiled(p) for p in ("micro", "real")}
+                self._made_for = current
+        steps = self._optimizer.accumulate_steps
+        phase = "real" if self._count == steps - 1 else "micro"
+        self._count = (self._count + 1) % steps
+        self._installed = self._functions[phase]
+        self.model.train_function = self._installed
+
+    def on_train_end(self, logs=None):
+        if self._installed is not None and self.model.train_function is self._installed:
+            self.model.train_function = self._restore
+        self._installed = None
+
+
 class EvaluateWithEMA(keras.callbacks.Callback):
     """Validates (and evaluates) with the EMA weights; trains on the raw ones.
 

@@ -12,6 +12,7 @@ rule (Adam's normalization never sees the multiplier, because the gradient
 is left alone), and the multiplier costs one scalar product per group.
 """
 
+import contextlib
 import weakref
 
 import keras
@@ -358,6 +359,7 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         self.ema_overwrite_at_end = ema_overwrite_at_end
         self.use_ema = ema is not None
         self._micro_step = None
+        self._accumulation_phase = None
         self._accumulators = {}
         self._averages = {}
         self._rules = _bind_rules(rules, self._add_scale_variable)
@@ -800,7 +802,20 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             grads,
             lambda mean: self._step(positions, mean, variables),
             state=self.variables + list(variables),
+            phase=self._accumulation_phase,
         )
+
+    @contextlib.contextmanager
+    def _traced_as(self, phase):
+        """Traces (or runs) the steps inside as accumulation micro-steps
+        (`"micro"`) or real steps (`"real"`), without the run-time
+        conditional; for `layerwise.callbacks.SplitAccumulation`, which
+        knows which step each batch is."""
+        previous, self._accumulation_phase = self._accumulation_phase, phase
+        try:
+            yield
+        finally:
+            self._accumulation_phase = previous
 
     def _step(self, positions, grads, variables):
         """One real step: process, decay, update, average, count."""

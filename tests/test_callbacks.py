@@ -205,3 +205,134 @@ def test_frozen_variables_are_untrainable_until_unfrozen():
     )
     opt.build(kept.trainable_variables)
     assert len(kept.trainable_variables) == 6
+
+
+# SplitAccumulation: the reference is the same training with the run-time
+# conditional (no callback); micro-steps and real steps must interleave over
+# epoch boundaries (5 batches per epoch, k=3) and across separate `fit` calls.
+
+def _accumulating(jit_compile, **kwargs):
+    model = helpers.mlp()
+    rules = [
+        lw.Rule(model.get_layer("l0"), lr_scale=0.5, name="body"),
+        lw.Rule(model.get_layer("l1"), gradient=lw.clip_by_global_norm(0.05), name="clipped"),
+        lw.Rule("l2/bias", frozen=True, name="frozen"),
+    ]
+    opt = lw.LayerwiseOptimizer(
+        keras.optimizers.AdamW(0.01, weight_decay=0.1), rules, accumulate_steps=3, ema=0.9,
+        **kwargs,
+    )
+    model.compile(optimizer=opt, loss="mse", jit_compile=jit_compile)
+    return model, opt
+
+
+def _fit(model, epochs, callbacks=(), initial_epoch=0):
+    x, y = helpers.data(n=40)
+    model.fit(x, y, batch_size=8, epochs=epochs, initial_epoch=initial_epoch,
+              shuffle=False, verbose=0, callbacks=list(callbacks))
+
+
+def _state(model, opt):
+    return helpers.weights(model) + [np.array(keras.ops.convert_to_numpy(v)) for v in opt.variables]
+
+
+def test_split_accumulation_equals_the_conditional_step(jit_compile):
+    reference, ref_opt = _accumulating(jit_compile)
+    _fit(reference, epochs=3)
+    model, opt = _accumulating(jit_compile)
+    split = lw.callbacks.SplitAccumulation()
+    _fit(model, epochs=1, callbacks=[split])
+    _fit(model, epochs=3, callbacks=[split], initial_epoch=1)
+    helpers.assert_weights_close(_state(model, opt), _state(reference, ref_opt), rtol=1e-6, atol=1e-7)
+    assert int(opt.iterations) == int(ref_opt.iterations) == 5  # 15 batches, k=3
+    assert int(keras.ops.convert_to_numpy(opt._micro_step)) == 0
+
+
+def test_split_accumulation_builds_no_conditional_and_traces_once(monkeypatch, jit_compile):
+    from layerwise._internals import optimizers as internals
+
+    conditionals = []
+    run_one_branch = internals.run_one_branch
+    monkeypatch.setattr(
+        internals, "run_one_branch", lambda *a, **k: conditionals.append(1) or run_one_branch(*a, **k)
+    )
+    real_traces = []
+
+    def hook(grads, variables):
+        real_traces.append(1)  # runs in real steps only: once per trace when compiled
+        return grads
+
+    model, opt = _accumulating(jit_compile, gradient_hook=hook)
+    split = lw.callbacks.SplitAccumulation()
+    _fit(model, epochs=2, callbacks=[split])
+    first = len(real_traces)
+    _fit(model, epochs=1, callbacks=[split])
+    assert conditionals == []
+    assert int(opt.iterations) == 5
+    if jit_compile or keras.backend.backend() == "tensorflow":
+        # A later fit reuses both compiled functions.
+        assert len(real_traces) == first
+    # Without the callback the same model builds its conditional again.
+    _fit(model, epochs=1)
+    assert conditionals
+
+
+def test_split_accumulation_gives_back_the_train_function_and_resumes(tmp_path, jit_compile):
+    """After fit the model's own train function is back (a fit without the
+    callback continues the same cycle); a model saved mid-cycle continues
+    exactly when loaded and trained with the callback."""
+    reference, ref_opt = _accumulating(jit_compile)
+    _fit(reference, epochs=4)
+    model, opt = _accumulating(jit_compile)
+    original = model.make_train_function() or model.train_function
+    _fit(model, epochs=1, callbacks=[lw.callbacks.SplitAccumulation()])
+    assert model.train_function is original
+    _fit(model, epochs=2, initial_epoch=1)  # 10 batches: mid-cycle (micro_step 1)
+    assert int(keras.ops.convert_to_numpy(opt._micro_step)) == 1
+    path = os.path.join(tmp_path, "mid_cycle.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    _fit(loaded, epochs=4, callbacks=[lw.callbacks.SplitAccumulation()], initial_epoch=2)
+    helpers.assert_weights_close(
+        _state(loaded, loaded.optimizer), _state(reference, ref_opt), rtol=1e-6, atol=1e-7
+    )
+
+
+def test_split_accumulation_with_gradual_unfreezing(jit_compile):
+    """GradualUnfreezing re-makes the train function: the phase functions
+    are made again from it, and the result is the conditional one's."""
+    results = []
+    for callbacks in ([], [lw.callbacks.SplitAccumulation()]):
+        model, opt = _accumulating(jit_compile)
+        unfreeze = lw.callbacks.GradualUnfreezing({0: "clipped", 1: "body"})
+        _fit(model, epochs=3, callbacks=[unfreeze] + callbacks)
+        results.append(_state(model, opt))
+    helpers.assert_weights_close(results[1], results[0], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "kwargs, compile_kwargs, message",
+    [
+        ({"accumulate_steps": None}, {}, "accumulate_steps"),
+        ({"skip_nonfinite": True}, {}, "skip_nonfinite"),
+        ({}, {"steps_per_execution": 2}, "steps_per_execution"),
+    ],
+)
+def test_split_accumulation_errors(kwargs, compile_kwargs, message):
+    if compile_kwargs and keras.backend.backend() == "torch":
+        pytest.skip("Keras' torch trainer refuses steps_per_execution > 1 itself")
+    model = helpers.mlp()
+    options = {"accumulate_steps": 3, **kwargs}
+    opt = lw.LayerwiseOptimizer(keras.optimizers.Adam(0.01), **options)
+    model.compile(optimizer=opt, loss="mse", **compile_kwargs)
+    before = helpers.weights(model)
+    with pytest.raises(ValueError, match=message):
+        _fit(model, epochs=1, callbacks=[lw.callbacks.SplitAccumulation()])
+    helpers.assert_weights_close(helpers.weights(model), before, rtol=0, atol=0)
+
+
+def test_split_accumulation_needs_a_layerwise_optimizer():
+    model = helpers.mlp()
+    model.compile(optimizer=keras.optimizers.Adam(0.01, gradient_accumulation_steps=2), loss="mse")
+    with pytest.raises(ValueError, match="LayerwiseOptimizer"):
+        _fit(model, epochs=1, callbacks=[lw.callbacks.SplitAccumulation()])

@@ -111,3 +111,57 @@ def test_each_change_of_freezing_costs_one_retrace(jit_compile):
         sizes = [n for i, n in enumerate(traces) if i == 0 or traces[i - 1] != n]
         assert sizes[-3:] == [2, 4, 6]
         assert traces.count(4) == traces.count(6) <= 3
+
+
+def _buffer_copies(compiled_text):
+    """Copies of non-scalar buffers in an optimized HLO module's entry."""
+    entry = compiled_text.split("\nENTRY ", 1)[1]
+    return sum(1 for line in entry.splitlines() if " copy(" in line and "[]" not in line.split("=")[1].split(" copy(")[0])
+
+
+@only_on("jax")
+def test_thirteen_groups_compile_to_no_buffer_copies_on_jax():
+    """Layer-wise rates must not make XLA copy weights or slots: the jitted
+    apply (state donated in the order it is returned, as Keras' JAX trainer
+    does) and the whole train step compile to as many buffer copies as with
+    the plain optimizer (none in the apply). A `(opt, train) -> (train,
+    opt)` apply pairs the donations wrongly and copies every buffer; that is
+    what `benchmarks/jax_groups.py` shows."""
+    import jax
+
+    def compiled_apply(optimizer, variables):
+        optimizer.build(variables)
+        grads = [keras.ops.ones(v.shape) for v in variables]
+
+        def step(train, opt, grads):
+            return optimizer.stateless_apply(opt, grads, train)
+
+        text = jax.jit(step, donate_argnums=(0, 1)).lower(
+            [v.value for v in variables], [v.value for v in optimizer.variables], grads
+        ).compile().as_text()
+        return _buffer_copies(text)
+
+    def compiled_train_step(optimizer):
+        model = _model()
+        model.compile(optimizer, "mse")
+        model.optimizer.build(model.trainable_variables)
+        state = (
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+            [v.value for v in model.optimizer.variables],
+            [v.value for v in model.metrics_variables],
+        )
+        data = (np.ones((8, 16), "float32"), np.ones((8, 4), "float32"))
+        text = jax.jit(model.train_step, donate_argnums=0).lower(state, data).compile().as_text()
+        return _buffer_copies(text)
+
+    def rules():
+        return [lw.Rule(f"block_{i}/.*", lr_scale=0.9 ** (12 - i)) for i in range(12)]
+
+    def adamw():
+        return keras.optimizers.AdamW(1e-3, weight_decay=0.01)
+
+    variables = _model().trainable_variables
+    assert compiled_apply(adamw(), variables) == 0
+    assert compiled_apply(lw.LayerwiseOptimizer(adamw(), rules()), _model().trainable_variables) == 0
+    assert compiled_train_step(lw.LayerwiseOptimizer(adamw(), rules())) == compiled_train_step(adamw())

@@ -148,3 +148,27 @@ def check_before_trace(fn, *args):
     from keras.src import backend
 
     return backend.compute_output_spec(fn, *args)
+
+
+def make_train_function_with(model, wrap):
+    """A fresh train function of `model` whose steps run `wrap(train_step)`.
+
+    Keras' trainers build the train function around `model.train_step`:
+    TensorFlow and JAX take it when the function is made, torch looks it up
+    at every call. While the function is made, an instance attribute shadows
+    the method with the wrapped step, which also gives the JAX jit a
+    function of its own: jit caches traces by the function it compiles, and
+    two train functions of the same bound `train_step` would share one
+    trace. The returned function applies `wrap` again around each call for
+    torch. `model.train_function` is left as it was.
+    """
+    previous = model.train_function
+    step = wrap(model.train_step)
+    model.train_step = step
+    try:
+        model.make_train_function(force=True)
+        function = model.train_function
+    finally:
+        del model.train_step
+        model.train_function = previous
+    return wrap(function)
