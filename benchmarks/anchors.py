@@ -25,8 +25,9 @@ Configurations (AdamW 1e-3, weight decay 0.01):
    with its own `GradientTape` over the same loss.
 
 Reports the median step over repeats of one epoch each (configurations
-alternating), its ratio to `plain`, the first epoch (trace/compile) and the
-optimizer state bytes.
+alternating; `--instances` copies of each, the best kept, their spread
+printed as the A/A control), its ratio to `plain`, the first epoch
+(trace/compile) and the optimizer state bytes.
 
 Usage:
     KERAS_BACKEND=tensorflow python benchmarks/anchors.py [--jit] [--model cnn]
@@ -46,7 +47,7 @@ import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
 import layerwise as lw  # noqa: E402
-from common import alternating_times, state_bytes  # noqa: E402
+from common import instance_times, state_bytes  # noqa: E402
 
 D, HEADS, MLP, T, VOCAB, LAYERS = 256, 4, 1024, 16, 4000, 12
 DECAY = 0.75
@@ -182,6 +183,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--instances", type=int, default=2)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     n = args.steps * args.batch_size
@@ -194,38 +196,40 @@ def main():
     y = rng.integers(0, 10, size=(n,)).astype("int32")
 
     kinds = ["plain", "layerwise", "multi_optimizer", "set_learning_rate", "grad_scaling"]
-    runs, first, optimizers = {}, {}, {}
-    for kind in kinds:
-        model = make(kind, model_fn, blocks, args.jit)
-        runs[kind] = (lambda m: lambda: m.fit(x, y, batch_size=args.batch_size, epochs=1,
-                                               shuffle=False, verbose=0))(model)
-        optimizers[kind] = model.optimizer
     if keras.backend.backend() == "tensorflow" and not args.jit:
-        model, fit, opts = two_tapes(model_fn, blocks)
-        runs["two_tapes"] = lambda: fit(x, y, args.batch_size)
-        optimizers["two_tapes"] = opts
         kinds.append("two_tapes")
-    failed = {}
-    for kind in list(kinds):
+    first, optimizers, failed = {}, {}, {}
+
+    def make_run(kind):
+        if kind == "two_tapes":
+            _, fit, optimizers[kind] = two_tapes(model_fn, blocks)
+            run = lambda: fit(x, y, args.batch_size)  # noqa: E731
+        else:
+            model = make(kind, model_fn, blocks, args.jit)
+            optimizers[kind] = model.optimizer
+            run = lambda: model.fit(x, y, batch_size=args.batch_size, epochs=1,  # noqa: E731
+                                    shuffle=False, verbose=0)
         start = time.perf_counter()
         try:
-            runs[kind]()
+            run()  # warm-up: trace / compile
         except Exception as error:  # A Keras anchor may fail on a backend.
             failed[kind] = f"{type(error).__name__}: {error}"
-            kinds.remove(kind)
-            del runs[kind]
-            continue
+            return lambda: None
         first[kind] = time.perf_counter() - start
-    med, _ = alternating_times(runs, args.repeats, per_run=args.steps)
+        return run
+
+    med, spread = instance_times(make_run, kinds, args.instances, args.repeats, per_run=args.steps)
     params = sum(int(np.prod(v.shape)) for v in model_fn().trainable_variables)
     print(f"backend={keras.backend.backend()} jit_compile={args.jit} model={args.model} "
-          f"params={params} steps={args.steps} batch={args.batch_size} repeats={args.repeats}")
+          f"params={params} steps={args.steps} batch={args.batch_size} repeats={args.repeats} "
+          f"instances={args.instances} (best instance; A/A = slowest/fastest instance)")
     for kind in kinds:
+        if kind in failed:
+            print(f"  {kind:<18} failed: {failed[kind]}")
+            continue
         print(f"  {kind:<18} median step {med[kind] * 1e3:9.2f} ms  ratio {med[kind] / med['plain']:.3f}  "
+              f"A/A {spread[kind][1] / spread[kind][0]:.3f}  "
               f"first epoch {first[kind]:6.2f} s  state {state_bytes(optimizers[kind]):>10} bytes")
-    for kind, error in failed.items():
-        print(f"  {kind:<18} failed: {error}")
-
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,7 @@ random tensors. Configurations, timed alternately in one process:
 - `plain`: AdamW(1e-3, weight_decay=0.01);
 - `groups_1`: LayerwiseOptimizer without rules (one group);
 - `groups_13`: 12 rules of 4 variables with `lr_scale` 0.8**k, 13 groups;
-- `groups_48`: one rule per variable (48 groups).
+- `per_variable`: one rule per variable (48 groups; 50 with `--variables mlp`).
 
 The apply is compiled as each backend runs it in `fit`: a `tf.function`
 (`--jit`: with XLA) on TensorFlow, `jax.jit` of `stateless_apply` with
@@ -21,8 +21,13 @@ w, g, m, v and write w, m, v = 28 bytes per parameter; the bandwidth
 reference is NumPy copying a 256 MB array (read + write), one thread per
 core.
 
+`--variables mlp` times the apply on the 50 small variables of the residual
+MLP of `fit_overhead.py` instead (798k parameters), where fixed costs per
+update call show: the difference between 13 groups and 1, divided by 12,
+is the cost of one more group.
+
 Usage:
-    KERAS_BACKEND=jax python benchmarks/apply_only.py [--jit] [--repeats 15]
+    KERAS_BACKEND=jax python benchmarks/apply_only.py [--jit] [--repeats 15] [--variables mlp]
 """
 
 import argparse
@@ -39,13 +44,22 @@ import numpy as np  # noqa: E402
 import layerwise as lw  # noqa: E402
 
 N_VARS, SHAPE = 48, (512, 384)
+# `--variables mlp`: the 50 variables of `fit_overhead.py`'s residual MLP
+# (12 blocks of Dense 256x256 + bias, LayerNormalization gamma + beta, and a
+# 256x10 head; 798k parameters): small tensors, where fixed per-call costs
+# show; the same rules give 13 groups (one per block, head unmatched).
+MLP_SHAPES = [(256, 256), (256,), (256,), (256,)] * 12 + [(256, 10), (10,)]
 
 
-def make_variables():
+def shapes(kind="matrices"):
+    return [SHAPE] * N_VARS if kind == "matrices" else MLP_SHAPES
+
+
+def make_variables(kind="matrices"):
     rng = np.random.default_rng(0)
     return [
-        keras.Variable(rng.normal(size=SHAPE).astype("float32") * 0.05, name=f"w{i}")
-        for i in range(N_VARS)
+        keras.Variable(rng.normal(size=shape).astype("float32") * 0.05, name=f"w{i}")
+        for i, shape in enumerate(shapes(kind))
     ]
 
 
@@ -124,16 +138,17 @@ def main():
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--instances", type=int, default=2)
+    parser.add_argument("--variables", choices=("matrices", "mlp"), default="matrices")
     args = parser.parse_args()
-    kinds = ("plain", "groups_1", "groups_13", "groups_48")
+    kinds = ("plain", "groups_1", "groups_13", "per_variable")
     rng = np.random.default_rng(1)
-    grads_np = [rng.normal(size=SHAPE).astype("float32") for _ in range(N_VARS)]
+    grads_np = [rng.normal(size=shape).astype("float32") for shape in shapes(args.variables)]
     runs, first = {}, {}
     # Two instances of each configuration: the A/A control (see
     # `common.instance_times`); each configuration keeps its best instance.
     for instance in range(args.instances):
         for kind in kinds:
-            variables = make_variables()
+            variables = make_variables(args.variables)
             grads = [keras.ops.convert_to_tensor(g) for g in grads_np]
             optimizer = make_optimizer(kind, variables)
             run = compiled_apply(optimizer, variables, grads, args.jit)
@@ -153,10 +168,10 @@ def main():
     med = {k: min(per_instance[(k, i)] for i in range(args.instances)) for k in kinds}
     aa = {k: max(per_instance[(k, i)] for i in range(args.instances)) / med[k] for k in kinds}
     times = {k: [t for i in range(args.instances) for t in times[(k, i)]] for k in kinds}
-    params = N_VARS * SHAPE[0] * SHAPE[1]
+    params = sum(int(np.prod(shape)) for shape in shapes(args.variables))
     moved = 28 * params
     bandwidth = copy_bandwidth()
-    print(f"backend={keras.backend.backend()} jit={args.jit} params={params} "
+    print(f"backend={keras.backend.backend()} jit={args.jit} variables={args.variables} params={params} "
           f"repeats={args.repeats}x{args.calls} instances={args.instances} "
           f"copy_bandwidth={bandwidth / 1e9:.1f} GB/s ({os.cpu_count()} threads)")
     for kind in kinds:

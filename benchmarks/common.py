@@ -73,7 +73,8 @@ def instance_times(make_run, kinds, instances, repeats, per_run=1):
     Identical configurations built one after the other in one process can
     differ by far more than timing noise: on this machine four identical
     SGD models (TensorFlow XLA, 12.6M parameters) ran at 32.3, 25.1, 32.4
-    and 25.7 ms per step, depending on where their buffers landed. The
+    and 25.7 ms per step, presumably depending on where their buffers
+    landed. The
     spread between a configuration's own instances (the A/A control) says
     how large that effect is in a run; taking the best instance of each
     configuration compares like with like.
@@ -89,7 +90,13 @@ def instance_times(make_run, kinds, instances, repeats, per_run=1):
         `(best, spread)`: per kind, the lowest median over its instances,
         and `(min, max)` of its instance medians.
     """
-    runs = {(k, i): make_run(k) for i in range(instances) for k in kinds}
+    runs = {}
+    kinds = list(kinds)
+    for i in range(instances):
+        # Each round builds in another order, so no configuration always
+        # lands at the same place in the sequence of allocations.
+        for k in kinds[i % len(kinds):] + kinds[:i % len(kinds)]:
+            runs[(k, i)] = make_run(k)
     med, _ = alternating_times(runs, repeats, per_run=per_run)
     best, spread = {}, {}
     for k in kinds:

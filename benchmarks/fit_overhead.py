@@ -1,19 +1,19 @@
 """Median `fit` step time: LayerwiseOptimizer with 13 rule groups vs the
 plain inner optimizer, measured side by side in one process.
 
-Each repeat trains both models for one epoch of `--steps` steps, in
+Each repeat trains every model for one epoch of `--steps` steps, in
 alternating order (ABBA...), after a warm-up epoch that absorbs tracing and
-compilation. Reports the median and the best step time over repeats and
-both ratios: on a shared 2-core machine the step-time distribution can be
-bimodal (scheduler / frequency states), so a median that disagrees with the
-best-case ratio signals noise rather than overhead.
+compilation. `--instances` (default 2) identical models of each
+configuration are built: identical models in one process can differ by far
+more than timing noise (where their buffers landed), so each configuration
+keeps its best instance and the spread between its instances (the A/A
+control) is printed: a ratio inside that spread is not a signal.
 
 Usage:
     KERAS_BACKEND=jax python benchmarks/fit_overhead.py [--jit] [--repeats 9]
 """
 
 import os
-import statistics
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -21,7 +21,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import layerwise as lw  # noqa: E402
-from common import epoch_seconds, fit_arguments  # noqa: E402
+from common import epoch_seconds, fit_arguments, instance_times  # noqa: E402
 
 BLOCKS = 12
 WIDTH = 256
@@ -67,6 +67,7 @@ def make(kind, jit_compile):
 
 def main():
     parser = fit_arguments(repeats=9, steps=100, batch_size=64)
+    parser.add_argument("--instances", type=int, default=2)
     parser.add_argument("--log", action="store_true",
                         help="also time LayerwiseOptimizer(log=(lr, grad_norm, update_ratio))")
     args = parser.parse_args()
@@ -77,43 +78,29 @@ def main():
     y = rng.integers(0, 10, size=(n,)).astype("int32")
 
     kinds = ("plain", "layerwise") + (("layerwise_log",) if args.log else ())
-    models = {kind: make(kind, args.jit) for kind in kinds}
-    groups = None
-    first = {}
-    for kind, model in models.items():  # warm-up: trace / compile
-        first[kind] = epoch_seconds(model, x, y, args.batch_size)
-    groups = len(models["layerwise"].optimizer.plan.groups)
+    first, built = {}, {}
 
-    times = {kind: [] for kind in models}
-    for r in range(args.repeats):
-        order = list(models) if r % 2 == 0 else list(reversed(models))
-        for kind in order:
-            times[kind].append(epoch_seconds(models[kind], x, y, args.batch_size) / args.steps)
+    def make_run(kind):
+        model = built[kind] = make(kind, args.jit)
+        first[kind] = epoch_seconds(model, x, y, args.batch_size)  # warm-up: trace / compile
+        return lambda: epoch_seconds(model, x, y, args.batch_size)
 
-    params = sum(int(np.prod(v.shape)) for v in models["plain"].trainable_variables)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med, spread = instance_times(make_run, kinds, args.instances, args.repeats, per_run=args.steps)
+    groups = len(built["layerwise"].optimizer.plan.groups)
+    params = sum(int(np.prod(v.shape)) for v in build_model(0).trainable_variables)
     print(
         f"backend={keras.backend.backend()} jit_compile={args.jit} params={params} "
-        f"groups={groups} steps={args.steps} batch={args.batch_size} repeats={args.repeats}"
+        f"groups={groups} steps={args.steps} batch={args.batch_size} repeats={args.repeats} "
+        f"instances={args.instances} (best instance; A/A = slowest/fastest instance)"
     )
-    for kind in models:
-        spread = (min(times[kind]) * 1e3, max(times[kind]) * 1e3)
+    for kind in kinds:
         print(
-            f"  {kind:<10} median step {med[kind] * 1e3:8.3f} ms "
-            f"(min {spread[0]:.3f}, max {spread[1]:.3f}); first epoch {first[kind]:.2f} s"
+            f"  {kind:<13} median step {med[kind] * 1e3:8.3f} ms "
+            f"(A/A {spread[kind][1] / spread[kind][0]:.3f}); first epoch {first[kind]:.2f} s"
         )
-    best = {k: min(v) for k, v in times.items()}
-    print(
-        f"  ratio layerwise/plain: median {med['layerwise'] / med['plain']:.3f}, "
-        f"best {best['layerwise'] / best['plain']:.3f}"
-    )
+    print(f"  ratio layerwise/plain: {med['layerwise'] / med['plain']:.3f}")
     if args.log:
-        print(
-            f"  ratio layerwise_log/layerwise: median "
-            f"{med['layerwise_log'] / med['layerwise']:.3f}, best "
-            f"{best['layerwise_log'] / best['layerwise']:.3f}"
-        )
-
+        print(f"  ratio layerwise_log/layerwise: {med['layerwise_log'] / med['layerwise']:.3f}")
 
 if __name__ == "__main__":
     main()

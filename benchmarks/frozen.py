@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 
 import layerwise as lw  # noqa: E402
 from common import (  # noqa: E402
-    alternating_times, classification_data, epoch_seconds, fit_arguments, state_bytes,
+    classification_data, epoch_seconds, fit_arguments, instance_times, state_bytes,
 )
 from fit_overhead import BLOCKS, WIDTH, build_model  # noqa: E402
 
@@ -62,20 +62,26 @@ def make(kind, jit_compile):
 
 
 def main():
-    args = fit_arguments(repeats=7, steps=60, batch_size=64).parse_args()
+    parser = fit_arguments(repeats=7, steps=60, batch_size=64)
+    parser.add_argument("--instances", type=int, default=2)
+    args = parser.parse_args()
     x, y = classification_data(args.steps, args.batch_size, WIDTH)
     kinds = ("keras_untrainable", "rule_frozen", "rule_frozen_grads_kept", "lr_scale_0")
-    models = {k: make(k, args.jit) for k in kinds}
-    for model in models.values():
-        epoch_seconds(model, x, y, args.batch_size)
-    runs = {k: (lambda m: lambda: epoch_seconds(m, x, y, args.batch_size))(models[k]) for k in kinds}
-    med, _ = alternating_times(runs, args.repeats, per_run=args.steps)
+    models = {}
+
+    def make_run(kind):
+        model = models[kind] = make(kind, args.jit)
+        epoch_seconds(model, x, y, args.batch_size)  # warm-up: trace / compile
+        return lambda: epoch_seconds(model, x, y, args.batch_size)
+
+    med, spread = instance_times(make_run, kinds, args.instances, args.repeats, per_run=args.steps)
     params = sum(int(np.prod(v.shape)) for v in build_model(0).weights)
     print(f"backend={keras.backend.backend()} jit_compile={args.jit} params={params} "
-          f"steps={args.steps} batch={args.batch_size} repeats={args.repeats}")
+          f"steps={args.steps} batch={args.batch_size} repeats={args.repeats} "
+          f"instances={args.instances} (best instance; A/A = slowest/fastest instance)")
     for k in kinds:
         print(f"  {k:<24} median step {med[k] * 1e3:8.3f} ms  ratio {med[k] / med['keras_untrainable']:.3f}  "
-              f"state {state_bytes(models[k].optimizer):>9} bytes")
+              f"A/A {spread[k][1] / spread[k][0]:.3f}  state {state_bytes(models[k].optimizer):>9} bytes")
 
     # Changing what is frozen: one retrace at the next step.
     model = models["rule_frozen"]

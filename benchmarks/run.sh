@@ -1,13 +1,29 @@
 #!/usr/bin/env bash
-# Runs the fit-overhead benchmark on every backend (jit on and off where it
-# applies). Usage: bash benchmarks/run.sh [extra args for fit_overhead.py]
-set -euo pipefail
+# The whole benchmark suite, every backend (TensorFlow graph and XLA, JAX
+# jit, torch eager), in the configurations benchmarks/RESULTS.md reports.
+# Usage: bash benchmarks/run.sh > results.txt   (about an hour on 2 cores)
+set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-for backend in tensorflow jax torch; do
-  modes=("" "--jit")
-  [ "$backend" = torch ] && modes=("")
-  for mode in "${modes[@]}"; do
-    KERAS_BACKEND=$backend "$PY" benchmarks/fit_overhead.py $mode "$@"
-  done
+export TF_CPP_MIN_LOG_LEVEL=3
+modes=("jax --jit" "tensorflow " "tensorflow --jit" "torch ")
+run() {
+  echo "### KERAS_BACKEND=$1 python ${*:2}"
+  KERAS_BACKEND=$1 "$PY" "${@:2}"
+}
+for mode in "${modes[@]}"; do
+  set -- $mode
+  run "$1" benchmarks/anchors.py ${2:-} --repeats 5 --steps 10
+  run "$1" benchmarks/anchors.py ${2:-} --model cnn --repeats 5 --steps 30 --batch-size 32
+  run "$1" benchmarks/fit_overhead.py ${2:-} --repeats 9 --log
+  run "$1" benchmarks/apply_only.py ${2:-} --repeats 9 --calls 5
+  run "$1" benchmarks/apply_only.py ${2:-} --variables mlp --repeats 9 --calls 20
+  run "$1" benchmarks/frozen.py ${2:-} --repeats 7
+  run "$1" benchmarks/accumulation.py ${2:-} --repeats 7
 done
+run jax benchmarks/accumulation.py --jit --repeats 7 --width 1024 --steps 20
+run tensorflow benchmarks/accumulation.py --jit --repeats 5 --width 1024 --steps 20
+run jax benchmarks/accumulation.py --jit --memory --width 1024
+run tensorflow benchmarks/accumulation.py --jit --memory --width 1024
+run jax benchmarks/jax_groups.py
+run jax benchmarks/jax_cond_copy.py

@@ -115,8 +115,11 @@ class SplitAccumulation(keras.callbacks.Callback):
     gradient.
 
     Costs one more trace (two train functions; again after anything
-    re-creates the train function, e.g. `GradualUnfreezing`). When `fit`
-    ends, the model's previous train function comes back.
+    re-creates the train function, e.g. `GradualUnfreezing`; a later `fit`
+    with the same callback reuses them). When `fit` ends, the model's own
+    train function comes back; if `fit` stops on an error (Keras then skips
+    `on_train_end`), the function left in place defers to the model's own
+    one whenever this callback did not count the batch.
 
     Requires a `LayerwiseOptimizer` with `accumulate_steps > 1`, without
     `skip_nonfinite` (a skipped step does not advance the count, which only
@@ -140,8 +143,7 @@ class SplitAccumulation(keras.callbacks.Callback):
         super().__init__()
         self._functions = {}
         self._made_for = None
-        self._installed = None
-        self._restore = None
+        self._armed = None
 
     def on_train_begin(self, logs=None):
         optimizer = layerwise_optimizer_of(self.model)
@@ -166,11 +168,15 @@ class SplitAccumulation(keras.callbacks.Callback):
                 f"{self.model.steps_per_execution}"
             )
         self._optimizer = optimizer
-        # An optimizer not built yet starts its first cycle.
+        # Read from the optimizer at every start, so the count follows a
+        # loaded model or a `fit` that stopped on an error. An optimizer
+        # not built yet starts its first cycle.
         self._count = 0
         if optimizer._micro_step is not None:
             self._count = int(keras.ops.convert_to_numpy(optimizer._micro_step))
-        self._installed = None
+
+    def _is_ours(self, function):
+        return any(function is f for f in self._functions.values())
 
     def _compiled(self, phase):
         optimizer = self._optimizer
@@ -184,29 +190,39 @@ class SplitAccumulation(keras.callbacks.Callback):
 
             return phased
 
-        return trainers.make_train_function_with(self.model, wrap)
+        function = trainers.make_train_function_with(self.model, wrap)
+
+        def train_function(*args):
+            if self._armed != phase:
+                # Not called for a batch this callback counted (e.g. a `fit`
+                # without it after one that stopped on an error): the
+                # model's own function decides at run time instead.
+                return self._made_for(*args)
+            self._armed = None
+            return function(*args)
+
+        return train_function
 
     def on_train_batch_begin(self, batch, logs=None):
         current = self.model.train_function
-        if current is not self._installed:
-            # First batch of this `fit`, or another callback re-made the
-            # function (a changed plan): the phase functions must be made
-            # from what Keras would run now, unless they already were (a
-            # later `fit` reuses them, without tracing again).
-            self._restore = current
-            if current is None or current is not self._made_for:
-                self._functions = {p: self._compiled(p) for p in ("micro", "real")}
+        if not self._is_ours(current):
+            # First batch, or another callback re-made the function for a
+            # changed plan: make the phase functions from what Keras would
+            # run now, unless they were made from it already (a later
+            # `fit` reuses them without tracing again).
+            if current is not self._made_for:
                 self._made_for = current
+                self._functions = {p: self._compiled(p) for p in ("micro", "real")}
         steps = self._optimizer.accumulate_steps
         phase = "real" if self._count == steps - 1 else "micro"
         self._count = (self._count + 1) % steps
-        self._installed = self._functions[phase]
-        self.model.train_function = self._installed
+        self._armed = phase
+        self.model.train_function = self._functions[phase]
 
     def on_train_end(self, logs=None):
-        if self._installed is not None and self.model.train_function is self._installed:
-            self.model.train_function = self._restore
-        self._installed = None
+        if self._is_ours(self.model.train_function):
+            self.model.train_function = self._made_for
+        self._armed = None
 
 
 class EvaluateWithEMA(keras.callbacks.Callback):

@@ -298,6 +298,28 @@ def test_split_accumulation_gives_back_the_train_function_and_resumes(tmp_path, 
     )
 
 
+class _StopAtBatch(keras.callbacks.Callback):
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 2:
+            raise RuntimeError("stopped")
+
+
+def test_split_accumulation_after_a_fit_that_stopped_on_an_error(jit_compile):
+    """Keras skips `on_train_end` when `fit` raises, so the phase function
+    stays installed: called without the callback counting, it defers to the
+    model's own (conditional) function; the next `fit` with the callback
+    counts again from the optimizer."""
+    results = []
+    for split in ([], [lw.callbacks.SplitAccumulation()]):
+        model, opt = _accumulating(jit_compile)
+        with pytest.raises(RuntimeError, match="stopped"):
+            _fit(model, epochs=1, callbacks=split + [_StopAtBatch()])
+        _fit(model, epochs=1)
+        _fit(model, epochs=2, callbacks=split)
+        results.append(_state(model, opt))
+    helpers.assert_weights_close(results[1], results[0], rtol=1e-6, atol=1e-7)
+
+
 def test_split_accumulation_with_gradual_unfreezing(jit_compile):
     """GradualUnfreezing re-makes the train function: the phase functions
     are made again from it, and the result is the conditional one's."""

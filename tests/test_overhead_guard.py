@@ -165,3 +165,70 @@ def test_thirteen_groups_compile_to_no_buffer_copies_on_jax():
     assert compiled_apply(adamw(), variables) == 0
     assert compiled_apply(lw.LayerwiseOptimizer(adamw(), rules()), _model().trainable_variables) == 0
     assert compiled_train_step(lw.LayerwiseOptimizer(adamw(), rules())) == compiled_train_step(adamw())
+
+
+def _compiled_train_step(model, phase=None):
+    """The optimized HLO of one compiled train step of `model` (TensorFlow
+    with XLA, or JAX), traced as accumulation phase `phase` if given."""
+    import contextlib
+
+    data = (np.ones((8, 16), "float32"), np.ones((8, 4), "float32"))
+    model.optimizer.build(model.trainable_variables)
+    traced_as = model.optimizer._traced_as(phase) if phase else contextlib.nullcontext()
+    with traced_as:
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            step = tf.function(model.train_step, jit_compile=True)
+            return step.experimental_get_compiler_ir(data)(stage="optimized_hlo")
+        import jax
+
+        state = (
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+            [v.value for v in model.optimizer.variables],
+            [v.value for v in model.metrics_variables],
+        )
+        return jax.jit(model.train_step, donate_argnums=0).lower(state, data).compile().as_text()
+
+
+def _counts(hlo):
+    entry = hlo.split("\nENTRY ", 1)[1].splitlines()
+    return {
+        "fusions": sum(" fusion(" in line for line in entry),
+        "copies": sum(" copy(" in line for line in entry),
+        "conditionals": hlo.count(" conditional("),
+    }
+
+
+@only_on("tensorflow", "jax")
+def test_split_micro_step_compiles_to_the_work_of_plain_sgd():
+    """A micro-step traced as SplitAccumulation traces it does what plain
+    SGD's step does (forward, backward, one pass over the gradients): as
+    many fused kernels and no conditional. Copies: on JAX an unchanged
+    weight that the step returns is copied (as in any Keras JAX step that
+    leaves a variable alone), so at most one more per weight, never one per
+    slot or accumulator. The conditional step of the same optimizer
+    compiles to a conditional or to copies of the state it carries (what
+    the callback removes)."""
+
+    def compiled(optimizer, phase=None):
+        model = _model()
+        model.compile(optimizer, "mse")
+        return _counts(_compiled_train_step(model, phase))
+
+    def accumulating():
+        rules = [lw.Rule(f"block_{i}/.*", lr_scale=0.9 ** (12 - i)) for i in range(12)]
+        return lw.LayerwiseOptimizer(
+            keras.optimizers.AdamW(1e-3, weight_decay=0.01), rules, accumulate_steps=4
+        )
+
+    sgd = compiled(keras.optimizers.SGD(1e-3))
+    micro = compiled(accumulating(), "micro")
+    conditional = compiled(accumulating())
+    weights = len(_model().trainable_variables)
+    assert micro["conditionals"] == 0
+    assert micro["fusions"] <= sgd["fusions"] + 2
+    assert micro["copies"] <= sgd["copies"] + weights
+    assert (conditional["conditionals"] + conditional["copies"]
+            > micro["conditionals"] + micro["copies"])
