@@ -112,7 +112,8 @@ class SplitAccumulation(keras.callbacks.Callback):
     that takes the real step, and calls the right one for each batch,
     counting micro-steps on the host. The results are the same as without
     it; micro-steps then cost forward, backward and one addition per
-    gradient.
+    gradient. Without the conditional, accumulation also runs under
+    `tf.distribute.MirroredStrategy`, which refuses it otherwise.
 
     Costs one more trace (two train functions; again after anything
     re-creates the train function, e.g. `GradualUnfreezing`; a later `fit`

@@ -766,13 +766,19 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             # transforms, clipping and the non-finite check see the global
             # gradient, as on one device (Keras clips per replica).
             grads, reduced = internals.all_reduce_across_replicas(grads)
-            if reduced and (self.skip_nonfinite or self.accumulate_steps > 1):
+            conditional_accumulation = (
+                self.accumulate_steps > 1 and self._accumulation_phase is None
+            )
+            if reduced and (self.skip_nonfinite or conditional_accumulation):
                 raise ValueError(
                     "`skip_nonfinite` and `accumulate_steps` are not supported "
                     "under a tf.distribute strategy with several replicas: "
                     "TensorFlow cannot synchronize replicas inside the "
-                    "conditional they need. Use them on one device, or with "
-                    "the JAX backend's `keras.distribution`. Received: "
+                    "conditional they need. Use them on one device, with "
+                    "the JAX backend's `keras.distribution`, or, for "
+                    "`accumulate_steps`, with the callback "
+                    "`layerwise.callbacks.SplitAccumulation()` (no "
+                    "conditional). Received: "
                     f"skip_nonfinite={self.skip_nonfinite}, "
                     f"accumulate_steps={self.accumulate_steps}"
                 )

@@ -29,6 +29,10 @@ def test_mirrored_strategy_matches_single_device():
     # (clipping each replica's gradient would give 1.1).
     assert float(_printed(out, "toy_w_single")) == 1.0
     assert float(_printed(out, "toy_w_mirrored")) == 1.0
+    # Accumulation with SplitAccumulation (no conditional) works under the
+    # strategy and equals one device with the conditional step.
+    assert _printed(out, "accumulation_steps") == "5 5", out
+    assert float(_printed(out, "max_abs_diff_accumulation")) < 1e-6, out
     # The options that need a conditional step are refused clearly.
     assert out.count("refused") == 2 and "False" not in _printed(out, "refused"), out
 

@@ -96,6 +96,36 @@ keras.backend.clear_session()
 print("toy_w_single", toy_clip(tf.distribute.get_strategy()))
 keras.backend.clear_session()
 print("toy_w_mirrored", toy_clip(MIRRORED))
+def train_accumulating(strategy, callbacks):
+    """accumulate_steps=3 over 8 batches an epoch (cycles across epochs),
+    with the transforms, EMA and diagnostics above."""
+    with strategy.scope():
+        model = helpers.mlp()
+        opt = lw.LayerwiseOptimizer(
+            keras.optimizers.Adam(0.01, global_clipnorm=0.5),
+            [
+                lw.Rule("l0/.*", lr_scale=0.1, gradient=lw.clip_by_global_norm(0.05)),
+                lw.Rule("l1/.*", gradient=lw.clip_by_norm(0.02)),
+            ],
+            accumulate_steps=3,
+            ema=0.5,
+            log=("grad_norm",),
+        )
+        model.compile(opt, "mse")
+    x, y = helpers.data()
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=callbacks)
+    averages = [np.array(keras.ops.convert_to_numpy(a)) for _, a in opt.ema_pairs()]
+    state = [np.array(keras.ops.convert_to_numpy(v)) for v in opt.variables]
+    return helpers.weights(model) + averages + state, int(keras.ops.convert_to_numpy(opt.iterations))
+
+
+keras.backend.clear_session()
+single, single_steps = train_accumulating(tf.distribute.get_strategy(), [])
+keras.backend.clear_session()
+mirrored, mirrored_steps = train_accumulating(MIRRORED, [lw.callbacks.SplitAccumulation()])
+print("accumulation_steps", single_steps, mirrored_steps)
+print("max_abs_diff_accumulation", max(float(np.max(np.abs(a - b))) for a, b in zip(single, mirrored)))
+
 for option in ({"skip_nonfinite": True}, {"accumulate_steps": 2}):
     keras.backend.clear_session()
     try:
