@@ -52,9 +52,10 @@ mirrored = train(MIRRORED)
 print("max_abs_diff", max(float(np.max(np.abs(a - b))) for a, b in zip(single, mirrored)))
 
 
-def train_with_transforms(strategy, **options):
+def train_with_transforms(strategy, batch_size=16, callbacks=(), **options):
     """Rule transforms, the inner global clip, non-finite skipping, EMA and
-    diagnostics: each must see the all-reduced gradient."""
+    diagnostics: each must see the all-reduced gradient. Returns the
+    weights and averages, and the optimizer."""
     with strategy.scope():
         model = helpers.mlp()
         opt = lw.LayerwiseOptimizer(
@@ -69,9 +70,10 @@ def train_with_transforms(strategy, **options):
         )
         model.compile(opt, "mse")
     x, y = helpers.data()
-    model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    model.fit(x, y, batch_size=batch_size, epochs=2, shuffle=False, verbose=0,
+              callbacks=list(callbacks))
     averages = [np.array(keras.ops.convert_to_numpy(a)) for _, a in opt.ema_pairs()]
-    return helpers.weights(model) + averages
+    return helpers.weights(model) + averages, opt
 
 
 def toy_clip(strategy):
@@ -88,9 +90,9 @@ def toy_clip(strategy):
 
 
 keras.backend.clear_session()
-single = train_with_transforms(tf.distribute.get_strategy())
+single, _ = train_with_transforms(tf.distribute.get_strategy())
 keras.backend.clear_session()
-mirrored = train_with_transforms(MIRRORED)
+mirrored, _ = train_with_transforms(MIRRORED)
 print("max_abs_diff_transforms", max(float(np.max(np.abs(a - b))) for a, b in zip(single, mirrored)))
 keras.backend.clear_session()
 print("toy_w_single", toy_clip(tf.distribute.get_strategy()))
@@ -98,25 +100,13 @@ keras.backend.clear_session()
 print("toy_w_mirrored", toy_clip(MIRRORED))
 def train_accumulating(strategy, callbacks):
     """accumulate_steps=3 over 8 batches an epoch (cycles across epochs),
-    with the transforms, EMA and diagnostics above."""
-    with strategy.scope():
-        model = helpers.mlp()
-        opt = lw.LayerwiseOptimizer(
-            keras.optimizers.Adam(0.01, global_clipnorm=0.5),
-            [
-                lw.Rule("l0/.*", lr_scale=0.1, gradient=lw.clip_by_global_norm(0.05)),
-                lw.Rule("l1/.*", gradient=lw.clip_by_norm(0.02)),
-            ],
-            accumulate_steps=3,
-            ema=0.5,
-            log=("grad_norm",),
-        )
-        model.compile(opt, "mse")
-    x, y = helpers.data()
-    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=callbacks)
-    averages = [np.array(keras.ops.convert_to_numpy(a)) for _, a in opt.ema_pairs()]
+    with the transforms, EMA and diagnostics above; weights, averages and
+    every optimizer variable, and the step count."""
+    values, opt = train_with_transforms(
+        strategy, batch_size=8, callbacks=callbacks, accumulate_steps=3
+    )
     state = [np.array(keras.ops.convert_to_numpy(v)) for v in opt.variables]
-    return helpers.weights(model) + averages + state, int(keras.ops.convert_to_numpy(opt.iterations))
+    return values + state, int(keras.ops.convert_to_numpy(opt.iterations))
 
 
 keras.backend.clear_session()
