@@ -91,3 +91,42 @@ def test_optimizer_value_reader_reads_the_trainer_state():
 
     model.fit(np.ones((8, 2)), np.ones((8, 1)), batch_size=2, verbose=0, callbacks=[Reader()])
     assert seen == [1, 2, 3, 4]
+
+
+def test_make_train_function_with_runs_the_wrapped_step(jit_compile):
+    """TensorFlow and JAX take `model.train_step` when the function is made,
+    so the wrapped step runs inside it, and each made function traces on
+    its own (JAX's jit caches traces by function: a shared trace would skip
+    the second wrapper); torch looks the step up at each call, so there the
+    wrapper around the whole function is what runs. The model is left as
+    it was."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse", jit_compile=jit_compile)
+    model.make_train_function()
+    original = model.train_function
+    seen = []
+
+    def wrap_as(tag):
+        def wrap(function):
+            kind = "step" if inspect.ismethod(function) else "function"
+
+            def wrapped(*args, **kwargs):
+                seen.append((tag, kind))
+                return function(*args, **kwargs)
+
+            return wrapped
+
+        return wrap
+
+    first = _trainer_internals.make_train_function_with(model, wrap_as("first"))
+    second = _trainer_internals.make_train_function_with(model, wrap_as("second"))
+    assert model.train_function is original
+    assert "train_step" not in vars(model)
+    x, y = np.ones((4, 3), "float32"), np.ones((4, 2), "float32")
+    for function in (first, second):
+        model.train_function = function
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    model.train_function = original
+    assert ("first", "function") in seen and ("second", "function") in seen
+    steps = {tag for tag, kind in seen if kind == "step"}
+    assert steps == (set() if keras.backend.backend() == "torch" else {"first", "second"})
