@@ -120,7 +120,6 @@ def memory_table(args):
 def main():
     parser = fit_arguments(repeats=7, steps=60, batch_size=64)
     parser.add_argument("--width", type=int, default=WIDTH)
-    parser.add_argument("--instances", type=int, default=2)
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

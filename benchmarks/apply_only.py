@@ -42,6 +42,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import layerwise as lw  # noqa: E402
+from common import instance_times  # noqa: E402
 
 N_VARS, SHAPE = 48, (512, 384)
 # `--variables mlp`: the 50 variables of `fit_overhead.py`'s residual MLP
@@ -143,31 +144,24 @@ def main():
     kinds = ("plain", "groups_1", "groups_13", "per_variable")
     rng = np.random.default_rng(1)
     grads_np = [rng.normal(size=shape).astype("float32") for shape in shapes(args.variables)]
-    runs, first = {}, {}
-    # Two instances of each configuration: the A/A control (see
-    # `common.instance_times`); each configuration keeps its best instance.
-    for instance in range(args.instances):
-        for kind in kinds:
-            variables = make_variables(args.variables)
-            grads = [keras.ops.convert_to_tensor(g) for g in grads_np]
-            optimizer = make_optimizer(kind, variables)
-            run = compiled_apply(optimizer, variables, grads, args.jit)
-            start = time.perf_counter()
-            run()
-            first[kind] = time.perf_counter() - start
-            runs[(kind, instance)] = run
-    times = {key: [] for key in runs}
-    keys = list(runs)
-    for r in range(args.repeats):
-        for key in keys if r % 2 == 0 else keys[::-1]:
-            start = time.perf_counter()
+    first = {}
+
+    def make_run(kind):
+        variables = make_variables(args.variables)
+        grads = [keras.ops.convert_to_tensor(g) for g in grads_np]
+        run = compiled_apply(make_optimizer(kind, variables), variables, grads, args.jit)
+        start = time.perf_counter()
+        run()
+        first[kind] = time.perf_counter() - start
+
+        def calls():
             for _ in range(args.calls):
-                runs[key]()
-            times[key].append((time.perf_counter() - start) / args.calls)
-    per_instance = {key: statistics.median(v) for key, v in times.items()}
-    med = {k: min(per_instance[(k, i)] for i in range(args.instances)) for k in kinds}
-    aa = {k: max(per_instance[(k, i)] for i in range(args.instances)) / med[k] for k in kinds}
-    times = {k: [t for i in range(args.instances) for t in times[(k, i)]] for k in kinds}
+                run()
+
+        return calls
+
+    med, spread = instance_times(make_run, kinds, args.instances, args.repeats, per_run=args.calls)
+    aa = {k: spread[k][1] / spread[k][0] for k in kinds}
     params = sum(int(np.prod(shape)) for shape in shapes(args.variables))
     moved = 28 * params
     bandwidth = copy_bandwidth()
@@ -176,7 +170,7 @@ def main():
           f"copy_bandwidth={bandwidth / 1e9:.1f} GB/s ({os.cpu_count()} threads)")
     for kind in kinds:
         print(f"  {kind:<10} median apply {med[kind] * 1e3:8.3f} ms  ratio {med[kind] / med['plain']:.3f}  "
-              f"A/A {aa[kind]:.3f}  min {min(times[kind]) * 1e3:.3f}  first call {first[kind]:.2f} s  "
+              f"A/A {aa[kind]:.3f}  first call {first[kind]:.2f} s  "
               f"{moved / med[kind] / 1e9:.1f} GB/s ({moved / med[kind] / bandwidth:.2f} of copy)")
 
 

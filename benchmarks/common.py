@@ -20,12 +20,14 @@ def classification_data(steps, batch_size, width):
 
 def fit_arguments(repeats, steps, batch_size):
     """The options every `fit` benchmark takes: `--jit`, `--repeats`,
-    `--steps` (per epoch) and `--batch-size`, with these defaults."""
+    `--steps` (per epoch) and `--batch-size`, with these defaults, and
+    `--instances` (copies of each configuration, see `instance_times`)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--jit", action="store_true")
     parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--instances", type=int, default=2)
     return parser
 
 
@@ -74,10 +76,9 @@ def instance_times(make_run, kinds, instances, repeats, per_run=1):
     differ by far more than timing noise: on this machine four identical
     SGD models (TensorFlow XLA, 12.6M parameters) ran at 32.3, 25.1, 32.4
     and 25.7 ms per step, presumably depending on where their buffers
-    landed. The
-    spread between a configuration's own instances (the A/A control) says
-    how large that effect is in a run; taking the best instance of each
-    configuration compares like with like.
+    landed. The spread between a configuration's own instances (the A/A
+    control) says how large that effect is in a run; taking the best
+    instance of each configuration compares like with like.
 
     Args:
         make_run: `kind -> callable` building one instance (its warm-up

@@ -67,7 +67,6 @@ def make(kind, jit_compile):
 
 def main():
     parser = fit_arguments(repeats=9, steps=100, batch_size=64)
-    parser.add_argument("--instances", type=int, default=2)
     parser.add_argument("--log", action="store_true",
                         help="also time LayerwiseOptimizer(log=(lr, grad_norm, update_ratio))")
     args = parser.parse_args()
@@ -101,6 +100,7 @@ def main():
     print(f"  ratio layerwise/plain: {med['layerwise'] / med['plain']:.3f}")
     if args.log:
         print(f"  ratio layerwise_log/layerwise: {med['layerwise_log'] / med['layerwise']:.3f}")
+
 
 if __name__ == "__main__":
     main()

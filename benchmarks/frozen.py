@@ -62,9 +62,7 @@ def make(kind, jit_compile):
 
 
 def main():
-    parser = fit_arguments(repeats=7, steps=60, batch_size=64)
-    parser.add_argument("--instances", type=int, default=2)
-    args = parser.parse_args()
+    args = fit_arguments(repeats=7, steps=60, batch_size=64).parse_args()
     x, y = classification_data(args.steps, args.batch_size, WIDTH)
     kinds = ("keras_untrainable", "rule_frozen", "rule_frozen_grads_kept", "lr_scale_0")
     models = {}
