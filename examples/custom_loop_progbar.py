@@ -14,8 +14,8 @@ Run: KERAS_BACKEND=jax python examples/custom_loop_progbar.py
 import keras
 import numpy as np
 
-from layerwise.observe import ObservedModel
-from layerwise.observe import observe
+from layerwise.observation.observe import ObservedModel
+from layerwise.observation.observe import observe
 
 
 def squared_norm(t):

@@ -12,7 +12,7 @@ Run: KERAS_BACKEND=jax python examples/set_learning_rate_adam_epsilon.py
 import keras
 import numpy as np
 
-from layerwise.set_learning_rate import SetLearningRate
+from layerwise.reparam.set_learning_rate import SetLearningRate
 
 LR, STEPS, EPS = 0.01, 20, 1e-7
 

@@ -3,8 +3,8 @@
 import keras
 
 from layerwise._internals import trainers
-from layerwise import ema_swap
-from layerwise.optimizer import layerwise_optimizer_of
+from layerwise.optim import ema_swap
+from layerwise.optim.optimizer import layerwise_optimizer_of
 
 
 class GradualUnfreezing(keras.callbacks.Callback):

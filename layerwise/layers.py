@@ -1,10 +1,10 @@
 """Layers: in-graph gradient control (`ScaleGradient`, `ReverseGradient`)
-and `Observe` (defined in `layerwise.observe`)."""
+and `Observe` (defined in `layerwise.observation.observe`)."""
 
 import keras
 
 from layerwise import ops as lw_ops
-from layerwise.observe import Observe
+from layerwise.observation.observe import Observe
 
 __all__ = ["Observe", "ReverseGradient", "ScaleGradient"]
 

@@ -27,7 +27,7 @@ def test_layer_wise_strategy_is_layer_decay_over_the_detected_blocks():
     from layerwise.demo.__main__ import _fine_tune_model
     from layerwise.demo.__main__ import _pretrain
     from layerwise.demo.__main__ import _rules
-    from layerwise.recipes import layer_decay
+    from layerwise.optim.recipes import layer_decay
 
     x = np.zeros((4, 8, 8, 1), "float32")
     pretrained, _ = _pretrain((x, np.zeros(4, "int32")), epochs=1, seed=0)

@@ -25,7 +25,7 @@ import pytest
 from keras.src.utils import python_utils  # func_dump: how Keras saves a lambda
 
 import layerwise as lw
-from layerwise import selectors
+from layerwise.optim import selectors
 from tests import helpers
 
 LAMBDA_REFUSED = (

@@ -15,6 +15,6 @@ public API for lives here, split by what it touches:
 `trainers` and `models` import from `keras.src`; `optimizers` and `layers`
 use private attributes of public classes.
 
-Each module has a test (`tests/test_internals_*.py`) that fails loudly if
+Each module has a test (`tests/internals/test_*.py`) that fails loudly if
 Keras moves what it relies on; a Keras upgrade is adapted here and only here.
 """

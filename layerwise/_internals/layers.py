@@ -12,7 +12,7 @@ attributes it needs are touched only here, each behind a small function:
   `build` and `quantize` per instance in `Layer.__new__`; `Layer.__call__`
   reads `self.call`, so an instance attribute routes every call through it.
 
-`tests/test_internals_layers.py` fails loudly if any of these moves.
+`tests/internals/test_layers.py` fails loudly if any of these moves.
 """
 
 import contextlib

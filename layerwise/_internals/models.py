@@ -6,7 +6,7 @@ def functional_depths(model):
 
     Returns a dict `id(layer) -> depth` (depth 0 holds the output layers), or
     `None` if `model` is not a Functional model. `_operations_by_depth` is
-    private: Keras' `map_graph` sets it. `tests/test_internals_models.py`
+    private: Keras' `map_graph` sets it. `tests/internals/test_models.py`
     fails loudly if it moves.
     """
     from keras.src.models.functional import Functional

@@ -4,7 +4,7 @@
 `apply()`: it calls the inner optimizer's update once per group of variables
 sharing a learning rate. That needs a handful of private methods and
 attributes of `keras.optimizers.Optimizer`. They are named here and nowhere
-else, and `tests/test_internals_optimizers.py` fails loudly if Keras moves them.
+else, and `tests/internals/test_optimizers.py` fails loudly if Keras moves them.
 """
 
 import contextlib

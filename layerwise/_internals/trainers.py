@@ -1,7 +1,7 @@
 """Every reach into Keras' trainer and layer internals made by `observe` and
 `capture`, in one place.
 
-`tests/test_internals_trainers.py` fails loudly if Keras moves any of them.
+`tests/internals/test_trainers.py` fails loudly if Keras moves any of them.
 """
 
 import inspect

@@ -109,7 +109,7 @@ STRATEGIES = ("one learning rate", "frozen body + head", "layer-wise")
 
 def _rules(strategy, model, decay):
     import layerwise as lw
-    from layerwise.recipes import layer_decay
+    from layerwise.optim.recipes import layer_decay
 
     body = [model.get_layer(n) for n in ("conv1", "conv2", "dense")]
     if strategy == "frozen body + head":

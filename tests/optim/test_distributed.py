@@ -8,9 +8,9 @@ import sys
 
 from tests.conftest import only_on
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "mirrored_equivalence.py")
+SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "mirrored_equivalence.py")
 DATA_PARALLEL_SCRIPT = os.path.join(
-    os.path.dirname(__file__), "scripts", "data_parallel_equivalence.py"
+    os.path.dirname(__file__), "..", "scripts", "data_parallel_equivalence.py"
 )
 
 

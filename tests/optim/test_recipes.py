@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import layerwise as lw
-from layerwise.recipes import detect_blocks
-from layerwise.recipes import discriminative
-from layerwise.recipes import layer_decay
-from layerwise.schedules import LinearWarmup
+from layerwise.optim.recipes import detect_blocks
+from layerwise.optim.recipes import discriminative
+from layerwise.optim.recipes import layer_decay
+from layerwise.optim.schedules import LinearWarmup
 from tests import helpers
 
 

@@ -10,7 +10,7 @@ Keras kernels (`Dense`, `Conv*`, `Embedding` alike).
 import keras
 from keras import ops
 
-from layerwise.parametrize import Parametrization
+from layerwise.reparam.parametrize import Parametrization
 
 
 def _normalize(x, eps=1e-12):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import layerwise as lw
-from layerwise import selectors
+from layerwise.optim import selectors
 
 
 def _nested_model():

@@ -21,12 +21,12 @@ from keras import ops
 from layerwise._internals import optimizers as internals
 from layerwise._internals import trainers as trainer_internals
 from layerwise import _validation
-from layerwise import accumulation as accumulation_lib
-from layerwise import ema as ema_lib
-from layerwise import plan as plan_lib
-from layerwise import rules as rules_lib
-from layerwise import summary as summary_lib
-from layerwise import update as update_lib
+from layerwise.optim.stages import accumulation as accumulation_lib
+from layerwise.optim.stages import ema as ema_lib
+from layerwise.optim import plan as plan_lib
+from layerwise.optim import rules as rules_lib
+from layerwise.optim import summary as summary_lib
+from layerwise.optim import update as update_lib
 
 _PACKAGE = "layerwise"
 

@@ -55,7 +55,7 @@ class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
 
     Example:
 
-    >>> from layerwise.schedules import LinearWarmup
+    >>> from layerwise.optim.schedules import LinearWarmup
     >>> warmup = LinearWarmup(0.5, warmup_steps=4)
     >>> [round(float(warmup(step)), 3) for step in range(6)]
     [0.0, 0.125, 0.25, 0.375, 0.5, 0.5]
@@ -118,7 +118,7 @@ def warmup(scale, steps, *, initial_scale=0.0):
 
     Example:
 
-    >>> from layerwise.schedules import warmup
+    >>> from layerwise.optim.schedules import warmup
     >>> inputs = keras.Input((4,))
     >>> body = keras.layers.Dense(8, name="body")
     >>> head = keras.layers.Dense(2, name="head")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import layerwise as lw
-from layerwise.schedules import LinearWarmup
-from layerwise.schedules import warmup
+from layerwise.optim.schedules import LinearWarmup
+from layerwise.optim.schedules import warmup
 from tests import helpers
 
 

@@ -23,11 +23,11 @@ import keras
 from keras import ops
 
 from layerwise._internals import layers as internals
-from layerwise.parametrize import Parametrization
-from layerwise.parametrize import Parametrized
-from layerwise.parametrize import _add
-from layerwise.parametrize import _hook
-from layerwise.parametrize import parametrizations
+from layerwise.reparam.parametrize import Parametrization
+from layerwise.reparam.parametrize import Parametrized
+from layerwise.reparam.parametrize import _add
+from layerwise.reparam.parametrize import _hook
+from layerwise.reparam.parametrize import parametrizations
 
 _OPTIMIZERS = ("adaptive", "sgd")
 

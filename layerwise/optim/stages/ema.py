@@ -2,7 +2,7 @@
 
 `LayerwiseOptimizer(..., ema=momentum)` keeps one average per non-frozen
 variable, updated once per real optimizer step (never on accumulation
-micro-steps). Swapping the averages in: `layerwise.ema_swap`.
+micro-steps). Swapping the averages in: `layerwise.optim.ema_swap`.
 """
 
 from keras import ops

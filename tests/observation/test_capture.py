@@ -5,8 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from layerwise.capture import capture
-from layerwise.observe import observe
+from layerwise.observation.capture import capture
+from layerwise.observation.observe import observe
 from tests.conftest import JIT_MODES
 
 X = np.random.default_rng(0).normal(size=(10, 5, 8)).astype("float32")

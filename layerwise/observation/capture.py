@@ -36,7 +36,7 @@ import keras
 import numpy as np
 
 from layerwise._internals import trainers as _trainer_internals
-from layerwise.observe import Observe
+from layerwise.observation.observe import Observe
 
 ATTENTION_SCORES = "attention_scores"
 

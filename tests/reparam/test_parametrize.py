@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from keras import ops
 
-from layerwise.normalizations import spectral_norm
-from layerwise.normalizations import weight_norm
-from layerwise.parametrize import Parametrized
-from layerwise.parametrize import parametrize
-from layerwise.parametrize import remove_parametrization
+from layerwise.reparam.normalizations import spectral_norm
+from layerwise.reparam.normalizations import weight_norm
+from layerwise.reparam.parametrize import Parametrized
+from layerwise.reparam.parametrize import parametrize
+from layerwise.reparam.parametrize import remove_parametrization
 
 
 @keras.saving.register_keras_serializable(package="layerwise_tests")

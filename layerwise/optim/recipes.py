@@ -24,10 +24,10 @@ import re
 
 import keras
 
-from layerwise import rules as rules_lib
+from layerwise.optim import rules as rules_lib
 from layerwise._internals import models as internal_models
-from layerwise import schedules as schedules_lib
-from layerwise import selectors as selectors_lib
+from layerwise.optim import schedules as schedules_lib
+from layerwise.optim import selectors as selectors_lib
 
 # A repeated block named with an index, e.g. keras-hub's `transformer_layer_3`.
 _INDEXED_NAME = re.compile(r"(.+)_(\d+)")
@@ -141,7 +141,7 @@ def detect_blocks(model):
 
     Example:
 
-    >>> from layerwise.recipes import detect_blocks
+    >>> from layerwise.optim.recipes import detect_blocks
     >>> model = keras.Sequential([
     ...     keras.Input((8,)),
     ...     keras.layers.Dense(8, name="d1"),
@@ -311,7 +311,7 @@ def layer_decay(model, decay, *, blocks=None, warmup_steps=None):
 
     Example:
 
-    >>> from layerwise.recipes import layer_decay
+    >>> from layerwise.optim.recipes import layer_decay
     >>> model = keras.Sequential([
     ...     keras.Input((8,)),
     ...     keras.layers.Dense(8, name="d1"),
@@ -363,7 +363,7 @@ def discriminative(model, lr_range, *, blocks=None, warmup_steps=None):
 
     Example:
 
-    >>> from layerwise.recipes import discriminative
+    >>> from layerwise.optim.recipes import discriminative
     >>> model = keras.Sequential([
     ...     keras.Input((8,)),
     ...     keras.layers.Dense(8, name="d1"),

@@ -93,7 +93,7 @@ class Observe(keras.layers.Layer):
             it with `keras.saving.register_keras_serializable` to save the
             model; a lambda cannot be loaded under `safe_mode=True`.
         reduction: `"mean"` or `"last"`, see above.
-        capture: Whether `layerwise.capture.capture(model)` records the inputs
+        capture: Whether `layerwise.capture(model)` records the inputs
             of this layer when no `names` are given.
         **kwargs: Base layer keyword arguments, such as `dtype`.
 
@@ -153,7 +153,7 @@ class Observe(keras.layers.Layer):
                     f"Observe layer '{self.name}' cannot report its metric: "
                     "Keras' JAX trainer drops metric updates made during the "
                     "forward pass of `fit` and `evaluate`. Build the model "
-                    "as `layerwise.observe.ObservedModel(inputs, outputs)` "
+                    "as `layerwise.ObservedModel(inputs, outputs)` "
                     "(or subclass it instead of `keras.Model`)."
                 )
             # predict or shape inference: the scope's updates are discarded
@@ -243,7 +243,7 @@ def observe(x, name, fn=None, *, reduction="mean", capture=False):
     raise ValueError(
         f"Layer '{owner.name}' called `observe(x, {name!r})` but owns no "
         f"`Observe` layer named {name!r}. Create it in `__init__`, e.g. "
-        f"`self.obs = layerwise.observe.Observe({name!r}, fn=...)`."
+        f"`self.obs = layerwise.Observe({name!r}, fn=...)`."
     )
 
 

@@ -12,8 +12,8 @@ import keras
 import numpy as np
 
 from layerwise import _validation
-from layerwise import selectors as selectors_lib
-from layerwise import transforms as transforms_lib
+from layerwise.optim import selectors as selectors_lib
+from layerwise.optim import transforms as transforms_lib
 
 _PACKAGE = "layerwise"
 
@@ -62,7 +62,7 @@ class Rule:
         frozen: If `True`, the variables are not updated and get no
             optimizer slots. `False` un-freezes what an earlier rule froze.
         gradient: A transform or list of transforms (see
-            `layerwise.transforms`) or callables
+            `layerwise.optim.transforms`) or callables
             `(gradient, variable) -> gradient`, applied in order to the
             gradients of the selected variables before the update.
         name: Name used by `summary()`, `set_lr_scale()` and in saved

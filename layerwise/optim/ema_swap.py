@@ -7,7 +7,7 @@ import contextlib
 
 from keras import ops
 
-from layerwise import optimizer as optimizer_lib
+from layerwise.optim import optimizer as optimizer_lib
 
 
 def _averages(model):

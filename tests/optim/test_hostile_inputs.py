@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import layerwise as lw
+import layerwise.optim.transforms
 from tests import helpers
 from tests.conftest import BACKEND
 
@@ -397,7 +398,7 @@ def test_set_lr_scale_overflowing_float32_leaves_the_scale_unchanged():
 # Transforms and hooks returning the wrong thing.
 
 
-class _DropOne(lw.transforms.GradientTransform):
+class _DropOne(lw.GradientTransform):
     """Returns one gradient too few."""
 
     def __call__(self, grads, variables):
@@ -429,7 +430,7 @@ def test_transform_returning_wrong_gradients_fails_fit_and_changes_nothing(trans
     _assert_nothing_trained(before, _state(model, opt))
 
 
-class _ReturnsNone(lw.transforms.GradientTransform):
+class _ReturnsNone(lw.GradientTransform):
     """A transform that forgets to return its gradients."""
 
     def __call__(self, grads, variables):
@@ -574,7 +575,7 @@ def test_one_inner_optimizer_wrapped_twice_is_refused():
         ({"weight_decay": float("inf")}, r"`weight_decay` must be a finite number >= 0"),
         ({"frozen": "yes"}, r"`frozen` must be True, False or None. Received: frozen='yes'"),
         ({"gradient": None}, r"gradient transform must be .* Received: transform=None"),
-        ({"gradient": lw.transforms.ClipByNorm}, r"Received: transform=<class"),
+        ({"gradient": lw.optim.transforms.ClipByNorm}, r"Received: transform=<class"),
         ({"name": 3}, r"`name` must be a non-empty string. Received: name=3"),
     ],
     ids=["wd-bool", "wd-inf", "frozen-str", "gradient-None", "gradient-class", "name-int"],

@@ -11,10 +11,10 @@ import keras
 import numpy as np
 import pytest
 
-from layerwise.observe import LastValue
-from layerwise.observe import Observe
-from layerwise.observe import ObservedModel
-from layerwise.observe import observe
+from layerwise.observation.observe import LastValue
+from layerwise.observation.observe import Observe
+from layerwise.observation.observe import ObservedModel
+from layerwise.observation.observe import observe
 from tests.conftest import only_on
 
 N, BATCH = 10, 4  # Three batches, the last one partial (2 samples).
@@ -277,7 +277,7 @@ _MIRRORED_SCRIPT = textwrap.dedent(
 @only_on("tensorflow")
 def test_mirrored_strategy_over_two_cpus():
     """Runs in its own process: logical devices must precede TF's start."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     result = subprocess.run(
         [sys.executable, "-c", _MIRRORED_SCRIPT],
         check=False,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from layerwise.set_learning_rate import SetLearningRate
+from layerwise.reparam.set_learning_rate import SetLearningRate
 
 SCALE, LR = 0.1, 0.01
 

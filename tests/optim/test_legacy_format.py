@@ -17,7 +17,7 @@ import pytest
 
 import layerwise as lw
 
-FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+FIXTURES = pathlib.Path(__file__).parents[1] / "fixtures"
 
 
 @pytest.mark.parametrize("saved_on", ["tensorflow", "jax", "torch"])
