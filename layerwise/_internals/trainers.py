@@ -1,27 +1,12 @@
-"""Every reach into Keras' trainer and layer internals made by `observe` and
-`capture`, in one place.
+"""Every reach into Keras' trainer and layer internals made by `observe`,
+`capture` and the optimizer, in one place.
 
 `tests/internals/test_trainers.py` fails loudly if Keras moves any of them.
 """
 
-import inspect
-
 import keras
 from keras.src.backend.common import global_state
 from keras.src.backend.common.stateless_scope import get_stateless_scope
-
-# The signature of `JAXTrainer.compute_loss_and_updates`, whose auxiliary
-# output `ObservedModel` extends with the metric updates of `Observe` layers.
-JAX_COMPUTE_LOSS_AND_UPDATES_PARAMS = (
-    "trainable_variables",
-    "non_trainable_variables",
-    "metrics_variables",
-    "x",
-    "y",
-    "sample_weight",
-    "training",
-    "optimizer_variables",
-)
 
 
 def current_stateless_scope():
@@ -39,6 +24,38 @@ def discards_updates_to(variable):
     """
     scope = get_stateless_scope()
     return scope is not None and scope.get_current_value(variable) is None
+
+
+def collects_updates_to(variable):
+    """Whether the current `StatelessScope` maps `variable`, so that whoever
+    opened it keeps what is assigned to it.
+
+    On JAX, the metrics phase of a train/test step
+    (`JAXTrainer._update_metrics_variables`, which runs `compute_metrics`)
+    is such a scope for every metric variable of the model.
+    """
+    scope = get_stateless_scope()
+    return scope is not None and scope.get_current_value(variable) is not None
+
+
+def escaped_its_trace(value):
+    """Whether `value` is a JAX tracer of a traced function other than the
+    one running now: one that has returned, such as a loop body
+    (`lax.scan`, `while_loop`) or a `jax.checkpoint`.
+
+    JAX refuses such a value only once the whole step is compiled, with an
+    error that cannot name the layer that kept it; this check lets that
+    layer say so itself. It reads JAX's private `Tracer._trace` and
+    `core.trace_ctx`.
+    """
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+    from jax._src import core
+
+    return isinstance(value, jax.core.Tracer) and (
+        value._trace is not core.trace_ctx.trace
+    )
 
 
 def is_train_or_test_forward():
@@ -64,47 +81,14 @@ def calling_layer():
     return None
 
 
+def sublayers(layer):
+    """The layers tracked directly by `layer`, in the order they were set."""
+    return list(layer._layers)
+
+
 def nested_layers(model):
     """Every layer below `model`, depth first, each once."""
     return list(model._flatten_layers(include_self=False, recursive=True))
-
-
-def check_jax_compute_loss_and_updates(method):
-    """Fails loudly if the JAX trainer's step method changed shape."""
-    params = tuple(inspect.signature(method).parameters)
-    if params != JAX_COMPUTE_LOSS_AND_UPDATES_PARAMS:
-        raise RuntimeError(
-            "layerwise.ObservedModel needs Keras' "
-            "`JAXTrainer.compute_loss_and_updates` with parameters "
-            f"{JAX_COMPUTE_LOSS_AND_UPDATES_PARAMS}; this Keras "
-            f"({keras.__version__}) has {params}."
-        )
-
-
-def with_metrics_updates(model, aux, update_fn):
-    """Applies `update_fn`'s metric updates to the JAX step's auxiliary output.
-
-    `aux` is `(unscaled_loss, y_pred, non_trainable_variables,
-    metrics_variables)` as returned by `JAXTrainer.compute_loss_and_updates`.
-    `update_fn` runs in a `StatelessScope` mapping the model's metric
-    variables to the step's values; what it assigns becomes the step's new
-    metric values.
-    """
-    if len(aux) != 4:
-        raise RuntimeError(
-            "layerwise.ObservedModel expects `compute_loss_and_updates` to "
-            "return (loss, (unscaled_loss, y_pred, non_trainable_variables, "
-            f"metrics_variables)); this Keras ({keras.__version__}) returned "
-            f"an auxiliary output of length {len(aux)}."
-        )
-    unscaled_loss, y_pred, non_trainable_variables, metrics_variables = aux
-    refs = model.metrics_variables
-    with keras.StatelessScope(
-        state_mapping=list(zip(refs, metrics_variables))
-    ) as scope:
-        update_fn()
-    metrics_variables = [scope.get_current_value(ref) for ref in refs]
-    return unscaled_loss, y_pred, non_trainable_variables, metrics_variables
 
 
 def optimizer_value_reader(model, variables):

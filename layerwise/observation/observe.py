@@ -1,71 +1,31 @@
-"""Metrics on any intermediate tensor: `observe`, `Observe`, `ObservedModel`.
+"""Metrics on any intermediate tensor: `observe`, `Observe`.
 
-An `Observe` layer is the identity on the data path. It owns a Keras metric,
-updated with `fn(tensor)` on every forward pass of `fit`, `evaluate` and a
-custom loop. Keras' trainer reports the metrics of all sublayers, so the
-value appears in the progress bar, `History.history`, `val_` logs, the
-results of `evaluate` and TensorBoard with no override of `compute_metrics`.
-
-On TensorFlow and PyTorch the metric is updated in place during the forward
-pass. On JAX, Keras runs the forward pass of `fit`/`evaluate` through
-`stateless_call`, which threads the trainable and non-trainable variables but
-drops every update to a metric variable (keras-team/keras#21639). There the
-model must be an `ObservedModel`, which applies the updates inside the same
-traced step; an `Observe` layer in a plain `keras.Model` raises instead of
-reporting wrong values.
+An `Observe` layer is the identity on the data path. It owns a Keras metric
+(`layerwise.observation.metrics`), fed with `fn(tensor)` on every forward
+pass of `fit`, `evaluate` and a custom loop. Keras' trainer reports the
+metrics of all sublayers, so the value appears in the progress bar,
+`History.history`, `val_` logs, the results of `evaluate` and TensorBoard,
+in a plain `keras.Model` on every backend, with no override of
+`compute_metrics`. `ObservedModel`, once needed on JAX, is a deprecated
+alias of `keras.Model`.
 """
 
 import contextvars
+import warnings
 
 import keras
 from keras import ops
 
 from layerwise._internals import trainers as _trainer_internals
+from layerwise.observation.metrics import LastValue  # noqa: F401 (public here)
+from layerwise.observation.metrics import ObservedLastValue
+from layerwise.observation.metrics import ObservedMean
 
 REDUCTIONS = ("mean", "last")
 
-# (layer, value, weight) updates deferred by `Observe` layers during one
-# `ObservedModel` step on JAX; `None` outside of such a step.
-_deferred_updates = contextvars.ContextVar(
-    "layerwise_deferred_observations", default=None
-)
-
-
-@keras.saving.register_keras_serializable(package="layerwise")
-class LastValue(keras.metrics.Metric):
-    """A metric holding the mean of the last value it was given.
-
-    Across replicas of a `tf.distribute` strategy, the result is the mean of
-    each replica's last value.
-
-    Args:
-        name: Name of the metric.
-        dtype: Dtype of the metric's variable and result.
-
-    Example:
-
-    >>> metric = LastValue(name="last")
-    >>> metric.update_state([1.0, 3.0])
-    >>> metric.update_state(5.0)
-    >>> float(metric.result())
-    5.0
-    """
-
-    def __init__(self, name="last_value", dtype=None):
-        super().__init__(name=name, dtype=dtype)
-        self.value = self.add_variable(
-            shape=(), initializer="zeros", aggregation="mean", name="value"
-        )
-
-    def update_state(self, values, sample_weight=None):
-        del sample_weight  # The last value is not weighted.
-        self.value.assign(ops.mean(ops.cast(values, self.dtype)))
-
-    def reset_state(self):
-        self.value.assign(0.0)
-
-    def result(self):
-        return ops.cast(self.value, self.dtype)
+# True while `ObservedModel.from_config` runs: loading a file saved with it
+# is not a use of the deprecated name by the caller.
+_loading = contextvars.ContextVar("layerwise_loading_observed_model", default=False)
 
 
 @keras.saving.register_keras_serializable(package="layerwise")
@@ -102,7 +62,7 @@ class Observe(keras.layers.Layer):
     >>> inputs = keras.Input((3,))
     >>> h = keras.layers.Dense(4, name="hidden")(inputs)
     >>> h = Observe("h_sq", fn=lambda t: keras.ops.mean(t**2))(h)
-    >>> model = ObservedModel(inputs, keras.layers.Dense(1)(h))
+    >>> model = keras.Model(inputs, keras.layers.Dense(1)(h))
     >>> model.compile(optimizer="sgd", loss="mse")
     >>> sorted(model.evaluate(np.ones((8, 3)), np.ones((8, 1)), verbose=0,
     ...                       return_dict=True))
@@ -135,38 +95,19 @@ class Observe(keras.layers.Layer):
         self.reduction = reduction
         self.capture = capture
         self.supports_masking = True
-        if reduction == "mean":
-            self.metric = keras.metrics.Mean(name=name)
-        else:
-            self.metric = LastValue(name=name)
+        metric_class = ObservedMean if reduction == "mean" else ObservedLastValue
+        self.metric = metric_class(name=name)
 
     def call(self, inputs):
         value = ops.stop_gradient(inputs)
         value = self.fn(value) if self.fn is not None else ops.mean(value)
+        # `fn` may read weights too: cut them, so that on JAX the value
+        # belongs to the step, not to its gradient computation (see
+        # `layerwise.observation.metrics`).
+        value = ops.stop_gradient(value)
         batch_size = ops.shape(inputs)[0] if len(inputs.shape) else 1
-        pending = _deferred_updates.get()
-        if pending is not None:
-            pending.append((self, value, batch_size))
-        elif _trainer_internals.discards_updates_to(self.metric.variables[0]):
-            if _trainer_internals.is_train_or_test_forward():
-                raise ValueError(
-                    f"Observe layer '{self.name}' cannot report its metric: "
-                    "Keras' JAX trainer drops metric updates made during the "
-                    "forward pass of `fit` and `evaluate`. Build the model "
-                    "as `layerwise.ObservedModel(inputs, outputs)` "
-                    "(or subclass it instead of `keras.Model`)."
-                )
-            # predict or shape inference: the scope's updates are discarded
-            # and no metric is reported, so there is nothing to record.
-        else:
-            self.update_metric(value, batch_size)
+        self.metric.record(value, batch_size)
         return inputs
-
-    def update_metric(self, value, batch_size):
-        """Folds one batch's `fn` value, of `batch_size` samples, in."""
-        value = ops.mean(ops.cast(value, self.metric.dtype))
-        weight = ops.cast(batch_size, self.metric.dtype)
-        self.metric.update_state(value, sample_weight=weight)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -199,7 +140,9 @@ def observe(x, name, fn=None, *, reduction="mean", capture=False):
     the layer must own an `Observe` sublayer named `name` (created in
     `__init__`, which carries `fn`, `reduction` and `capture`); `observe`
     finds it and passes `x` through it. Keras layers cannot create sublayers
-    during `call`, hence the declaration.
+    during `call`, hence the declaration. In a subclassed model's own `call`,
+    call the `Observe` layer itself: Keras' JAX trainer runs a model's `call`
+    outside of `Layer.__call__`, where `observe` cannot find the model.
 
     Args:
         x: The tensor to observe.
@@ -217,7 +160,7 @@ def observe(x, name, fn=None, *, reduction="mean", capture=False):
     >>> h = keras.layers.Dense(4, activation="relu")(inputs)
     >>> h = observe(h, "h_norm", fn=lambda t: keras.ops.mean(
     ...     keras.ops.sum(t**2, axis=-1)))
-    >>> model = ObservedModel(inputs, keras.layers.Dense(1)(h))
+    >>> model = keras.Model(inputs, keras.layers.Dense(1)(h))
     >>> [layer.name for layer in model.layers][-2]
     'h_norm'
     """
@@ -233,11 +176,16 @@ def observe(x, name, fn=None, *, reduction="mean", capture=False):
     owner = _trainer_internals.calling_layer()
     if owner is None:
         raise ValueError(
-            "`observe` on a non-symbolic tensor must be called inside a "
-            f"layer's `call`. Received: x of type {type(x).__name__} outside "
-            "of any layer call"
+            f"`observe(x, {name!r})` on a non-symbolic tensor must run "
+            "inside a layer's `call`, where it finds the `Observe` layer "
+            "that layer owns. Received: x of type "
+            f"{type(x).__name__} outside of any layer call. In a subclassed "
+            "model's own `call`, call the `Observe` layer itself "
+            "(`h = self.h_norm(h)`): Keras' JAX trainer runs a model's "
+            "`call` outside of `Layer.__call__`, so `observe` cannot find "
+            "the model there."
         )
-    for layer in owner._layers:
+    for layer in _trainer_internals.sublayers(owner):
         if isinstance(layer, Observe) and layer.name == name:
             return layer(x)
     raise ValueError(
@@ -249,38 +197,35 @@ def observe(x, name, fn=None, *, reduction="mean", capture=False):
 
 @keras.saving.register_keras_serializable(package="layerwise")
 class ObservedModel(keras.Model):
-    """A `keras.Model` whose `Observe` layers report on every backend.
+    """Deprecated: use `keras.Model`, which reports `Observe` layers everywhere.
 
-    Needed on JAX only (see the module docstring); harmless elsewhere, so
-    portable code can always use it. Use it as a functional model,
-    `ObservedModel(inputs, outputs)`, or as the base class of a subclassed
-    model.
-
-    Example:
-
-    >>> inputs = keras.Input((2,))
-    >>> h = observe(inputs, "x_mean")
-    >>> model = ObservedModel(inputs, keras.layers.Dense(1)(h))
-    >>> model.compile(optimizer="sgd", loss="mse")
-    >>> history = model.fit(np.ones((4, 2)), np.ones((4, 1)), verbose=0)
-    >>> history.history["x_mean"]
-    [1.0]
+    `ObservedModel` once carried `Observe` values through JAX's train step;
+    the layers' metrics now do that themselves (see
+    `layerwise.observation.metrics`), in any `keras.Model`. It is a
+    `keras.Model` subclass with no behaviour of its own. Creating one warns
+    (`DeprecationWarning`); `.keras` files saved with it load without a
+    warning, as an `ObservedModel`, since the name stays registered. It will
+    leave `layerwise`'s public names in a future release; replace
+    `ObservedModel(inputs, outputs)` by `keras.Model(inputs, outputs)` and
+    `class Net(ObservedModel)` by `class Net(keras.Model)`.
     """
 
-    def compute_loss_and_updates(self, *args, **kwargs):
-        """JAX trainer step hook: applies deferred `Observe` updates."""
-        base = super().compute_loss_and_updates
-        _trainer_internals.check_jax_compute_loss_and_updates(base)
-        pending = []
-        token = _deferred_updates.set(pending)
+    def __init__(self, *args, **kwargs):
+        if not _loading.get():
+            warnings.warn(
+                "`layerwise.ObservedModel` is deprecated: a plain "
+                "`keras.Model` now reports `Observe` layers on every "
+                "backend. Use `keras.Model(inputs, outputs)` (or subclass "
+                "`keras.Model`) instead.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        super().__init__(*args, **kwargs)
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        token = _loading.set(True)
         try:
-            loss, aux = base(*args, **kwargs)
+            return super().from_config(config, custom_objects=custom_objects)
         finally:
-            _deferred_updates.reset(token)
-
-        def apply_updates():
-            for layer, value, batch_size in pending:
-                layer.update_metric(value, batch_size)
-
-        aux = _trainer_internals.with_metrics_updates(self, aux, apply_updates)
-        return loss, aux
+            _loading.reset(token)

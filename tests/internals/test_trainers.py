@@ -49,16 +49,113 @@ def test_nested_layers_reach_sublayers():
     assert mha in layers and mha.query_dense in layers
 
 
-@only_on("jax")
-def test_jax_compute_loss_and_updates_signature():
-    from keras.src.backend.jax.trainer import JAXTrainer
+def test_collects_updates_only_inside_a_mapping_stateless_scope():
+    variable = keras.Variable(0.0)
+    other = keras.Variable(1.0)
+    assert not _trainer_internals.collects_updates_to(variable)
+    with keras.StatelessScope(state_mapping=[(variable, 0.0)]):
+        assert _trainer_internals.collects_updates_to(variable)
+        assert not _trainer_internals.collects_updates_to(other)
 
-    method = JAXTrainer.compute_loss_and_updates
-    params = tuple(inspect.signature(method).parameters)[1:]  # Drop self.
-    assert params == _trainer_internals.JAX_COMPUTE_LOSS_AND_UPDATES_PARAMS
-    source = inspect.getsource(method)
-    assert "stateless_call" in source and "return_losses=True" in source
-    assert "metrics_variables,\n        )" in source  # The 4-tuple aux.
+
+def test_sublayers_are_the_directly_tracked_layers():
+    class Outer(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.first = keras.layers.Dense(1)
+            self.second = keras.layers.Dense(1)
+
+    outer = Outer()
+    assert _trainer_internals.sublayers(outer) == [outer.first, outer.second]
+
+
+class _ProbeMetric(keras.metrics.Mean):
+    def __init__(self, events):
+        super().__init__(name="probe")
+        self.note = events.append  # A list attribute would be copied.
+
+    def result(self):
+        mapped = _trainer_internals.collects_updates_to(self.variables[0])
+        self.note(("result", mapped))
+        return super().result()
+
+
+class _ProbeLayer(keras.layers.Layer):
+    def __init__(self, events):
+        super().__init__()
+        self.note = events.append
+        self.metric = _ProbeMetric(events)
+
+    def call(self, x):
+        if _trainer_internals.current_stateless_scope() is not None:
+            forward = _trainer_internals.is_train_or_test_forward()
+            discards = _trainer_internals.discards_updates_to(
+                self.metric.variables[0]
+            )
+            self.note(("forward", forward and discards))
+        return x
+
+
+@only_on("jax")
+def test_jax_step_reports_metrics_after_the_forward_in_a_mapping_scope(
+    jit_compile,
+):
+    """What `Observe` relies on: JAX's train and test steps run the forward
+    pass in a scope that collects losses but drops metric updates, then
+    compute each metric's `result()` in a scope that maps the metric's
+    variables and keeps what is assigned to them."""
+    events = []
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(_ProbeLayer(events)(inputs)))
+    model.compile(optimizer="sgd", loss="mse", jit_compile=jit_compile)
+    x, y = np.ones((4, 2), "float32"), np.ones((4, 1), "float32")
+    for run in (model.fit, model.evaluate):
+        events.clear()
+        run(x, y, batch_size=4, verbose=0)
+        # (Shape inference may call the layer first, in a scope of its own.)
+        start = events.index(("forward", True))
+        assert events[start : start + 2] == [("forward", True), ("result", True)], (
+            run,
+            events,
+        )
+
+
+@only_on("jax")
+def test_jax_stop_gradient_values_outlive_value_and_grad(jit_compile):
+    """A value computed under `stop_gradient` inside `jax.value_and_grad`
+    belongs to the enclosing step: usable after the gradient returns. One
+    kept from a `lax.scan` body is recognized as escaped."""
+    import jax
+
+    kept = []
+
+    def loss(w):
+        kept.append(jax.lax.stop_gradient(jax.numpy.mean(w**2)))
+        return jax.numpy.sum(w)
+
+    def step(w):
+        _, grad = jax.value_and_grad(loss)(w)
+        assert not _trainer_internals.escaped_its_trace(kept[-1])
+        return grad, kept[-1] * 2.0
+
+    def scanned(w):
+        def body(carry, _):
+            kept.append(carry * 1.0)
+            return carry, None
+
+        jax.lax.scan(body, w, None, length=2)
+        assert _trainer_internals.escaped_its_trace(kept[-1])
+        return w
+
+    run = jax.jit(step) if jit_compile else step
+    _, doubled = run(jax.numpy.full((3,), 2.0))
+    assert float(doubled) == 8.0
+    (jax.jit(scanned) if jit_compile else scanned)(jax.numpy.ones(()))
+
+
+def test_escaped_its_trace_is_false_off_jax_and_for_plain_values():
+    assert not _trainer_internals.escaped_its_trace(keras.ops.ones(()))
+    assert not _trainer_internals.escaped_its_trace(np.ones(()))
 
 
 def test_check_before_trace_runs_symbolically_on_jax_only():

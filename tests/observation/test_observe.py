@@ -1,11 +1,14 @@
-"""`observe` / `Observe` / `ObservedModel`: logged values against hand
-computations on fixed weights, identity on the data path, serialization."""
+"""`observe` / `Observe` in a plain `keras.Model`: logged values against hand
+computations on fixed weights (functional and subclassed models, `fit`,
+`val_`, `evaluate`, batch logs), identity on the data path, serialization,
+and the deprecated `ObservedModel`."""
 
 import os
 import re
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import keras
 import numpy as np
@@ -50,7 +53,16 @@ def squared_norm_np(h):
     return float(np.mean(np.sum(h**2, axis=-1)))
 
 
-def build(reduction="mean", model_class=ObservedModel, with_observe=True):
+def build(reduction="mean", kind="functional", with_observe=True):
+    """Dense(4, relu) -> [observe squared_norm] -> Dense(1), kernel fixed.
+
+    `kind`: "functional", "subclassed" or "observed_model" (deprecated).
+    """
+    if kind == "subclassed":
+        model = Net(reduction)
+        model(keras.Input((3,)))  # Builds the sublayers symbolically.
+        model.hidden.kernel.assign(KERNEL)
+        return model
     inputs = keras.Input((3,))
     dense = keras.layers.Dense(
         4, activation="relu", use_bias=False, name="hidden"
@@ -59,9 +71,26 @@ def build(reduction="mean", model_class=ObservedModel, with_observe=True):
     if with_observe:
         h = observe(h, "h_norm", fn=squared_norm, reduction=reduction)
     outputs = keras.layers.Dense(1, name="head")(h)
-    model = model_class(inputs, outputs)
+    if kind == "observed_model":
+        with pytest.warns(DeprecationWarning, match="keras.Model"):
+            model = ObservedModel(inputs, outputs)
+    else:
+        model = keras.Model(inputs, outputs)
     dense.kernel.assign(KERNEL)
     return model
+
+
+class Net(keras.Model):
+    """The same model, subclassed: the `Observe` layer called in `call`."""
+
+    def __init__(self, reduction="mean", **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(4, activation="relu", use_bias=False)
+        self.h_norm = Observe("h_norm", fn=squared_norm, reduction=reduction)
+        self.head = keras.layers.Dense(1)
+
+    def call(self, x):
+        return self.head(self.h_norm(self.hidden(x)))
 
 
 def fit(model, jit_compile, **kwargs):
@@ -71,25 +100,30 @@ def fit(model, jit_compile, **kwargs):
     return model.fit(X, Y, batch_size=BATCH, shuffle=False, verbose=0, **kwargs)
 
 
+@pytest.mark.parametrize("kind", ["functional", "subclassed"])
 @pytest.mark.parametrize("reduction", ["mean", "last"])
-def test_history_matches_hand_computation(reduction, jit_compile):
-    history = fit(build(reduction), jit_compile, epochs=2)
+def test_history_matches_hand_computation(reduction, kind, jit_compile):
+    history = fit(build(reduction, kind), jit_compile, epochs=2)
     np.testing.assert_allclose(
         history.history["h_norm"], [expected(reduction)] * 2, rtol=1e-5
     )
 
 
+@pytest.mark.parametrize("kind", ["functional", "subclassed"])
 @pytest.mark.parametrize("reduction", ["mean", "last"])
-def test_validation_logs_have_val_prefix(reduction, jit_compile):
+def test_validation_logs_have_val_prefix(reduction, kind, jit_compile):
     x_val = X[::-1] * 0.5
-    history = fit(build(reduction), jit_compile, validation_data=(x_val, Y))
+    history = fit(
+        build(reduction, kind), jit_compile, validation_data=(x_val, Y)
+    )
     np.testing.assert_allclose(
         history.history["val_h_norm"], [expected(reduction, x_val)], rtol=1e-5
     )
 
 
-def test_evaluate_returns_observed_value(jit_compile):
-    model = build()
+@pytest.mark.parametrize("kind", ["functional", "subclassed"])
+def test_evaluate_returns_observed_value(kind, jit_compile):
+    model = build(kind=kind)
     model.compile(loss="mse", jit_compile=jit_compile)
     results = model.evaluate(
         X, Y, batch_size=BATCH, verbose=0, return_dict=True
@@ -97,13 +131,40 @@ def test_evaluate_returns_observed_value(jit_compile):
     np.testing.assert_allclose(results["h_norm"], expected("mean"), rtol=1e-5)
 
 
-def test_progress_bar_shows_value(capsys):
+def test_train_on_batch_and_test_on_batch_report(jit_compile):
+    model = build()
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.0), loss="mse", jit_compile=jit_compile
+    )
+    # Keras 3 resets the metrics at each `*_on_batch` call.
+    for rows in (slice(0, BATCH), slice(BATCH, None)):
+        logs = model.train_on_batch(X[rows], Y[rows], return_dict=True)
+        np.testing.assert_allclose(
+            logs["h_norm"], squared_norm_np(hidden_np(X[rows])), rtol=1e-5
+        )
+    tested = model.test_on_batch(X, Y, return_dict=True)
+    np.testing.assert_allclose(
+        tested["h_norm"], squared_norm_np(hidden_np(X)), rtol=1e-5
+    )
+
+
+def test_frozen_model_still_reports(jit_compile):
+    model = build()
+    model.trainable = False
+    history = fit(model, jit_compile)
+    np.testing.assert_allclose(
+        history.history["h_norm"], [expected("mean")], rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize("verbose", [1, 2])
+def test_progress_bar_shows_value(capsys, verbose):
     model = build()
     model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
-    model.fit(X, Y, batch_size=BATCH, shuffle=False, verbose=2)
-    shown = re.search(r"h_norm: ([0-9.]+)", capsys.readouterr().out)
-    assert shown is not None
-    np.testing.assert_allclose(float(shown[1]), expected("mean"), atol=1e-4)
+    model.fit(X, Y, batch_size=BATCH, shuffle=False, verbose=verbose)
+    shown = re.findall(r"h_norm: ([0-9.]+)", capsys.readouterr().out)
+    assert shown
+    np.testing.assert_allclose(float(shown[-1]), expected("mean"), atol=1e-4)
 
 
 def test_batch_logs_are_running_means(jit_compile):
@@ -148,7 +209,7 @@ class Block(keras.layers.Layer):
 def test_observe_inside_custom_layer_call(jit_compile):
     inputs = keras.Input((3,))
     block = Block()
-    model = ObservedModel(inputs, keras.layers.Dense(1)(block(inputs)))
+    model = keras.Model(inputs, keras.layers.Dense(1)(block(inputs)))
     block.dense.kernel.assign(KERNEL)
     history = fit(model, jit_compile)
     np.testing.assert_allclose(
@@ -166,22 +227,100 @@ def test_observe_in_call_needs_an_owned_layer():
 
 
 def test_observe_outside_a_layer_call_raises():
-    with pytest.raises(ValueError, match="inside a layer's `call`"):
+    with pytest.raises(ValueError, match="inside a layer's `call`") as info:
         observe(keras.ops.ones((2, 3)), "x")
+    assert "\x1b" not in str(info.value)
+
+
+class ObservingNet(Net):
+    """`observe(h, name)` in a model's own `call`, not in a layer's."""
+
+    def call(self, x):
+        return self.head(observe(self.hidden(x), "h_norm"))
 
 
 @only_on("jax")
-def test_plain_model_on_jax_raises_teaching_error():
-    with pytest.raises(ValueError, match="ObservedModel"):
-        fit(build(model_class=keras.Model), jit_compile=False)
+def test_observe_in_a_model_call_on_jax_explains_the_fix():
+    """Keras' JAX trainer runs a model's own `call` outside of
+    `Layer.__call__`, so `observe` cannot find the model there."""
+    model = ObservingNet()
+    model(keras.Input((3,)))
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError) as info:
+        model.fit(X, Y, verbose=0)
+    message = str(info.value)
+    assert "call the `Observe` layer itself (`h = self.h_norm(h)`)" in message
+    assert "\x1b" not in message
 
 
 @only_on("tensorflow", "torch")
-def test_plain_model_reports_on_stateful_backends(jit_compile):
-    history = fit(build(model_class=keras.Model), jit_compile)
+def test_observe_in_a_model_call_works_on_stateful_backends():
+    model = ObservingNet()
+    model(keras.Input((3,)))
+    model.hidden.kernel.assign(KERNEL)
+    history = fit(model, jit_compile=False)
     np.testing.assert_allclose(
         history.history["h_norm"], [expected("mean")], rtol=1e-5
     )
+
+
+class Looped(keras.layers.Layer):
+    """A layer observing a value inside the body of `keras.ops.fori_loop`."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.obs = Observe("in_loop")
+
+    def call(self, x):
+        return keras.ops.fori_loop(0, 2, lambda i, h: self.obs(h) + 0.0, x)
+
+
+@only_on("jax")
+def test_observe_inside_a_jax_loop_raises_a_plain_error(jit_compile):
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(Looped()(inputs)))
+    model.compile(optimizer="sgd", loss="mse", jit_compile=jit_compile)
+    with pytest.raises(ValueError) as info:
+        model.fit(X, Y, batch_size=BATCH, verbose=0)
+    message = str(info.value)
+    assert "Observe layer 'in_loop' cannot report its value on JAX" in message
+    assert "Observe the loop's output" in message
+    assert "\x1b" not in message
+
+
+@only_on("tensorflow", "torch")
+def test_observe_inside_a_loop_reports_on_stateful_backends(jit_compile):
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(Looped()(inputs)))
+    history = fit(model, jit_compile)
+    # The loop passes `x` through twice: each pass folds mean(x) in.
+    np.testing.assert_allclose(
+        history.history["in_loop"], [X.mean()], rtol=1e-5
+    )
+
+
+def test_observed_model_is_a_deprecated_alias(jit_compile):
+    model = build(kind="observed_model")
+    assert isinstance(model, keras.Model)
+    history = fit(model, jit_compile)
+    np.testing.assert_allclose(
+        history.history["h_norm"], [expected("mean")], rtol=1e-5
+    )
+
+
+def test_file_saved_before_the_change_loads_silently():
+    """`observed_model_v1.keras` was saved by the previous release (an
+    `ObservedModel` with a "mean" and a "last" `Observe` layer): it loads
+    without a warning and reports on every backend."""
+    path = os.path.join(os.path.dirname(__file__), "fixtures", "observed_model_v1.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        loaded = keras.models.load_model(path)
+    assert isinstance(loaded, ObservedModel)
+    loaded.compile(loss="mse")
+    results = loaded.evaluate(X, Y, batch_size=BATCH, verbose=0, return_dict=True)
+    np.testing.assert_allclose(results["h_norm"], expected("mean"), rtol=1e-5)
+    np.testing.assert_allclose(results["h_last"], expected("last"), rtol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -215,7 +354,7 @@ def test_save_load_round_trip(tmp_path, reduction):
     path = str(tmp_path / "model.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
-    assert isinstance(loaded, ObservedModel)
+    assert type(loaded) is type(model)
     layer = loaded.get_layer("h_norm")
     assert (layer.fn, layer.reduction) == (squared_norm, reduction)
     history = fit(loaded, jit_compile=False)
@@ -229,7 +368,7 @@ def test_lambda_fn_is_refused_at_load_under_safe_mode(tmp_path):
     outputs = observe(inputs, "m", fn=lambda t: keras.ops.mean(t))
     path = str(tmp_path / "model.keras")
     with pytest.warns(UserWarning, match="lambda"):
-        ObservedModel(inputs, outputs).save(path)
+        keras.Model(inputs, outputs).save(path)
     with pytest.raises(ValueError, match="lambda"):
         keras.models.load_model(path)
     loaded = keras.models.load_model(path, safe_mode=False)
@@ -261,7 +400,7 @@ _MIRRORED_SCRIPT = textwrap.dedent(
         [tf.config.LogicalDeviceConfiguration()] * 2,
     )
     import keras
-    from tests import test_observe as t
+    from tests.observation import test_observe as t
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
         model = t.build()
@@ -286,6 +425,41 @@ def test_mirrored_strategy_over_two_cpus():
         capture_output=True,
         text=True,
         timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "OK 2" in result.stdout
+
+
+_DATA_PARALLEL_SCRIPT = textwrap.dedent(
+    """
+    import os
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    import numpy as np, keras
+    from tests.observation import test_observe as t
+    devices = keras.distribution.list_devices()
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    for jit_compile in (False, True):
+        history = t.fit(t.build(), jit_compile, validation_data=(t.X, t.Y))
+        for key in ("h_norm", "val_h_norm"):
+            np.testing.assert_allclose(
+                history.history[key], [t.expected("mean")], rtol=1e-5)
+    print("OK", len(devices))
+    """
+)
+
+
+@only_on("jax")
+def test_jax_data_parallel_over_two_cpus():
+    """Runs in its own process: the device count precedes JAX's start."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = subprocess.run(
+        [sys.executable, "-c", _DATA_PARALLEL_SCRIPT],
+        check=False,
+        cwd=root,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK 2" in result.stdout
