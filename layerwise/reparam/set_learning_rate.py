@@ -12,11 +12,16 @@ step moves `theta` by `c` times the step on `phi`:
   (AdamW's `weight_decay`) acts on `phi`, so its rate on `theta` stays
   `learning_rate * weight_decay`, not `scale` times it.
 
-Built on `parametrize`: the layer is changed in place (a model that already
-contains it learns at the new rate), and computes exactly what it computed
-before, up to one floating-point rounding of `c * (theta / c)`.
+Built on `parametrize`. The wrapped layer becomes the wrapper's: its own
+variables store `phi`, so it must be a new layer, built by the wrapper. A
+built layer is refused rather than changed in place: a layer already in use
+(in a built model, say) would then show `phi`, not its weights, through its
+`get_weights()`, `weights` and saved files. The wrapper's `get_weights`,
+`set_weights` and `.keras` files speak `theta`.
 """
 
+import contextlib
+import functools
 import math
 
 import keras
@@ -81,14 +86,21 @@ class SetLearningRate(Parametrized):
     Needs no change to the optimizer. The layer's own trainable weights are
     reparameterized as `theta = c * phi` (`c = scale` for adaptive
     optimizers, `sqrt(scale)` for SGD and momentum). `get_weights`,
-    `set_weights`, saving and loading speak `theta`; the model's outputs are
-    those of the plain layer. Prefer `LayerwiseOptimizer` rules where you can
-    change the optimizer: they are exact for every optimizer (no epsilon or
-    weight-decay caveat) and can be changed at runtime without touching
-    weights.
+    `set_weights`, saving and loading the wrapper speak `theta`; the model's
+    outputs are those of the plain layer. Prefer `LayerwiseOptimizer` rules
+    where you can change the optimizer: they are exact for every optimizer
+    (no epsilon or weight-decay caveat), can be changed at runtime without
+    touching weights and apply to the layers of a built model.
+
+    `layer` must be new (not built): it becomes the wrapper's, and its
+    variables store `phi`. Call the wrapper, never the layer itself, and read
+    or write its weights through the wrapper. A built layer raises, since
+    its variables would switch to `phi` under whoever else uses it; for a
+    built model, use `LayerwiseOptimizer` rules or rebuild the model with
+    `keras.models.clone_model` (see docs/reparameterization.md).
 
     Args:
-        layer: the layer to wrap, built or not (e.g. inside a built model).
+        layer: the layer to wrap, not built yet.
         scale: positive float, the factor on the learning rate.
         optimizer: `"adaptive"` (Adam, RMSprop, Adagrad, ...) or `"sgd"`
             (SGD, with or without momentum): which optimizer will train it.
@@ -100,6 +112,8 @@ class SetLearningRate(Parametrized):
     >>> layer = SetLearningRate(keras.layers.Dense(4), 0.1)
     >>> model = keras.Sequential([keras.Input((8,)), layer])
     >>> model.compile(optimizer="adam", loss="mse")
+    >>> [w.shape for w in layer.get_weights()]  # theta, as a plain Dense
+    [(8, 4), (4,)]
     >>> layer.set_scale(0.5)  # same outputs, new rate
     """
 
@@ -112,15 +126,23 @@ class SetLearningRate(Parametrized):
                 f"`optimizer` must be one of {_OPTIMIZERS}. Received: "
                 f"optimizer={optimizer!r}"
             )
+        restoring = parametrizations is not None
+        if isinstance(layer, keras.layers.Layer):
+            _check_owned_by_nobody(layer, check_built=not restoring)
         self.optimizer = optimizer
         self._initial_scale = scale
-        restoring = parametrizations is not None
         super().__init__(layer, parametrizations, **kwargs)
-        if self.layer.built and not restoring:
-            self._scale_weights()
+        if not self.layer.built:
+            # Loading may hand over a layer already built from its config.
+            _BuildInWrapper.install(self)
 
     def build(self, input_shape=None):
-        super().build(input_shape)
+        guard = internals.instance_override(self.layer, "build")
+        if isinstance(guard, _BuildInWrapper):
+            with guard.allowed():
+                super().build(input_shape)
+        else:
+            super().build(input_shape)
         if not self._scales():
             self._scale_weights()
 
@@ -136,11 +158,6 @@ class SetLearningRate(Parametrized):
 
     def _scale_weights(self):
         layer = self.layer
-        if self._scales():
-            raise ValueError(
-                f"Layer '{layer.name}' already has a `SetLearningRate`; change "
-                "its rate with `set_scale` instead of wrapping it again."
-            )
         own = internals.own_variables(layer)
         own_ids = {id(v) for v in own.values()}
         foreign = [v.path for v in layer.trainable_weights if id(v) not in own_ids]
@@ -188,6 +205,80 @@ class SetLearningRate(Parametrized):
     def get_config(self):
         config = {"scale": self.scale, "optimizer": self.optimizer}
         return {**super().get_config(), **config}
+
+
+def _check_owned_by_nobody(layer, check_built):
+    owned = isinstance(internals.instance_override(layer, "build"), _BuildInWrapper)
+    if owned or any(
+        isinstance(p, LearningRateScale) for _, p in parametrizations(layer)
+    ):
+        raise ValueError(
+            f"Layer '{layer.name}' already has a `SetLearningRate`; change "
+            "its rate with `set_scale` instead of wrapping it again."
+        )
+    if check_built and layer.built:
+        raise ValueError(
+            "`layer` must be a new layer, not built yet. Received: "
+            f"layer={layer!r}. `SetLearningRate` stores each weight as "
+            "`phi = theta / c` in the layer's own variables, so a layer "
+            "already in use (e.g. inside a built model) would show `phi` "
+            "instead of its weights through `get_weights()`, `weights` and "
+            "saved files. Wrap a new layer where you build the model, e.g. "
+            "`SetLearningRate(keras.layers.Dense(16), 0.1)`. For a built "
+            "model, give the layer its rate with a "
+            "`layerwise.LayerwiseOptimizer` rule, "
+            "`layerwise.Rule(layer, lr_scale=0.1)`, which leaves the weights "
+            "as they are, or rebuild the model around a copy of the layer "
+            "with `keras.models.clone_model` (see "
+            "docs/reparameterization.md)."
+        )
+
+
+class _BuildInWrapper:
+    """The per-instance `build` of a layer that a `SetLearningRate` owns.
+
+    A model that called the layer instead of its wrapper would build it and
+    train it at the optimizer's rate, with no error: this refuses. The
+    wrapper builds the layer within `allowed()`, which then gives the layer
+    its own `build` back.
+    """
+
+    def __init__(self, layer, wrapper_name):
+        build = internals.instance_override(layer, "build")
+        functools.update_wrapper(self, build)  # Keras reads its signature.
+        self.build = build
+        self.layer = layer
+        self.wrapper_name = wrapper_name
+        self.building = False
+
+    @classmethod
+    def install(cls, wrapper):
+        guard = cls(wrapper.layer, wrapper.name)
+        internals.set_instance_override(wrapper.layer, "build", guard)
+
+    @contextlib.contextmanager
+    def allowed(self):
+        self.building = True
+        try:
+            yield
+        finally:
+            self.building = False
+            # A pending parametrization may have restored `build` already.
+            if internals.instance_override(self.layer, "build") is self:
+                internals.set_instance_override(self.layer, "build", self.build)
+
+    def __call__(self, *args, **kwargs):
+        if not self.building:
+            raise ValueError(
+                f"Layer '{self.layer.name}' belongs to the `SetLearningRate` "
+                f"wrapper '{self.wrapper_name}' but is being built outside "
+                "of it: a model calls the layer instead of the wrapper, and "
+                "would train it at the optimizer's own rate. Put the wrapper "
+                "in the model in place of the layer, e.g. "
+                "`keras.Sequential([SetLearningRate(keras.layers.Dense(16), "
+                "0.1), ...])`."
+            )
+        return self.build(*args, **kwargs)
 
 
 def _is_state(layer, path):

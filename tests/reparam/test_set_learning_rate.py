@@ -104,28 +104,74 @@ def test_adamw_weight_decay_acts_on_phi(jit_compile):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
-def test_outputs_identical_with_and_without_wrapper():
+def test_outputs_equal_the_plain_layer_with_the_same_weights():
     x, _ = _data()
+    plain, plain_first = _model()
+    wrapped, _ = _model(lambda l: SetLearningRate(l, 0.37))
+    wrapped.layers[0].set_weights(plain_first.get_weights())
+    wrapped.layers[1].set_weights(plain.layers[1].get_weights())
+    np.testing.assert_allclose(
+        np_(wrapped(x)), np_(plain(x)), rtol=1e-6, atol=1e-7
+    )
+
+
+def test_built_layer_is_refused_and_left_as_it_was(tmp_path):
+    """In place, the layer's own variables would hold phi; it is refused
+    and the layer still speaks theta, with no extra weight."""
     model, first = _model()
-    before = np_(model(x))
-    SetLearningRate(first, 0.37)  # in place, inside the built model
-    np.testing.assert_allclose(np_(model(x)), before, rtol=1e-6, atol=1e-7)
+    before = first.get_weights()
+    with pytest.raises(ValueError) as info:
+        SetLearningRate(first, SCALE)
+    message = str(info.value)
+    assert "`layer` must be a new layer, not built yet" in message
+    assert "layerwise.Rule(layer, lr_scale=0.1)" in message
+    assert "keras.models.clone_model" in message
+    assert "\x1b" not in message
+    assert len(first.weights) == 2
+    for a, b in zip(first.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    model.save(str(tmp_path / "model.keras"))  # Nothing parametrized.
 
 
-def test_in_place_on_built_model_changes_its_rate(jit_compile):
+def test_layer_built_outside_its_wrapper_is_refused():
+    """A model calling the layer, not its wrapper, would train it at the
+    optimizer's rate: building it there raises."""
+    first = keras.layers.Dense(8, name="first")
+    SetLearningRate(first, SCALE)
+    model = keras.Sequential([first, keras.layers.Dense(2)])
+    with pytest.raises(ValueError) as info:
+        model.build((None, 4))
+    message = str(info.value)
+    assert "belongs to the `SetLearningRate` wrapper" in message
+    assert "\x1b" not in message
+
+
+def slow_first(layer):
+    """The documented recipe for a built model: wrap a copy of the layer."""
+    if layer.name != "first":
+        return layer  # Shared with the original model.
+    copy = layer.__class__.from_config(layer.get_config())
+    return SetLearningRate(copy, SCALE, "sgd", name="first_slow")
+
+
+def test_clone_model_recipe_gives_a_built_model_the_rate(jit_compile):
     x, y = _data()
     model, first = _model()
-    reference, reference_first = _model()
+    reference, _ = _model()
     reference.set_weights(model.get_weights())
-    for m in (model, reference):
-        m.layers[1].trainable = False
-    SetLearningRate(first, SCALE, "sgd")
-    model.compile(keras.optimizers.SGD(LR), "mse", jit_compile=jit_compile)
-    reference.compile(keras.optimizers.SGD(LR * SCALE), "mse", jit_compile=jit_compile)
-    model.train_on_batch(x, y)
+    slow = keras.models.clone_model(model, clone_function=slow_first)
+    slow.get_layer("first_slow").set_weights(first.get_weights())
+    np.testing.assert_allclose(np_(slow(x)), np_(model(x)), rtol=1e-6)
+    for m in (slow, reference):
+        m.layers[-1].trainable = False
+    slow.compile(keras.optimizers.SGD(LR), "mse", jit_compile=jit_compile)
+    reference.compile(
+        keras.optimizers.SGD(LR * SCALE), "mse", jit_compile=jit_compile
+    )
+    slow.train_on_batch(x, y)
     reference.train_on_batch(x, y)
     np.testing.assert_allclose(
-        np_(model(x)), np_(reference(x)), rtol=1e-5, atol=1e-7
+        np_(slow(x)), np_(reference(x)), rtol=1e-5, atol=1e-7
     )
 
 
@@ -144,8 +190,8 @@ def test_set_scale_keeps_outputs_and_changes_factor():
 
 def test_weights_speak_theta():
     layer = keras.layers.Dense(3)
-    layer.build((None, 4))
     wrapper = SetLearningRate(layer, 0.25)
+    wrapper.build((None, 4))
     theta = [np.random.rand(4, 3).astype("float32"), np.ones(3, "float32")]
     wrapper.set_weights(theta)
     np.testing.assert_allclose(np_(layer._kernel), theta[0] / 0.25, rtol=1e-6)
@@ -183,9 +229,11 @@ def test_invalid_arguments_raise(kwargs, message):
         SetLearningRate(keras.layers.Dense(2), **kwargs)
 
 
-def test_wrapping_twice_raises():
+@pytest.mark.parametrize("built", [False, True])
+def test_wrapping_twice_raises(built):
     layer = keras.layers.Dense(2)
-    layer.build((None, 3))
-    SetLearningRate(layer, 0.1)
+    wrapper = SetLearningRate(layer, 0.1)
+    if built:
+        wrapper.build((None, 3))
     with pytest.raises(ValueError, match="already has a `SetLearningRate`"):
         SetLearningRate(layer, 0.5)
