@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
 # Installs everything, then runs the whole suite once per Keras backend, each
-# in its own process. Extra arguments are passed to pytest.
+# in its own process. Extra arguments are passed to pytest. Ends with one
+# line per backend: exit status, time, and the counts of passed, skipped,
+# failed, errors and xfailed tests, read from pytest's JUnit XML report.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 export TF_CPP_MIN_LOG_LEVEL=3
+reports=$(mktemp -d)
+trap 'rm -rf "$reports"' EXIT
 status=0
 summary=()
 for backend in tensorflow jax torch; do
   echo "=== KERAS_BACKEND=$backend ==="
   start=$(date +%s)
-  KERAS_BACKEND=$backend .venv/bin/python -m pytest tests -p no:cacheprovider "$@"
+  # The report path comes last, so that it wins over one given in "$@".
+  KERAS_BACKEND=$backend .venv/bin/python -m pytest tests -p no:cacheprovider "$@" \
+    --junitxml="$reports/$backend.xml"
   rc=$?
-  summary+=("$backend: exit $rc in $(( $(date +%s) - start ))s")
+  seconds=$(( $(date +%s) - start ))
+  # No readable report fails the run, whatever pytest's exit status.
+  counts=$(.venv/bin/python scripts/summarize_junit.py "$reports/$backend.xml") || status=1
+  summary+=("$backend: exit $rc in ${seconds}s: $counts")
   [ $rc -eq 0 ] || status=1
 done
 printf '%s\n' "${summary[@]}"
