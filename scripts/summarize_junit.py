@@ -1,12 +1,17 @@
-"""Counts the outcomes in a pytest JUnit XML report (`--junitxml`).
+"""Counts the outcomes in pytest JUnit XML reports (`--junitxml`).
 
     python scripts/summarize_junit.py REPORT.xml
     -> 812 passed, 14 skipped, 0 failed, 0 errors, 2 xfailed
+    python scripts/summarize_junit.py --total A.xml B.xml C.xml
+    -> total: 2436 passed, 0 failed, 44 skipped
+
+The total is the plain closing line that tools reading a test run's output
+understand: its "failed" adds the errors and its "skipped" the xfailed.
 
 Reads the structured report, one `<testcase>` at a time, instead of
 pytest's last line of text (which `-q -q` hides). Exits 1, printing why,
-when the report is missing, unreadable or holds no test case, so a run
-that produced no results cannot pass as an empty success.
+when a report is missing, unreadable or holds no test case, so a run that
+produced no results cannot pass as an empty success.
 
 Each test counts once by what its `<testcase>` elements hold (pytest 8-9's
 format; a test that fails, then errors in teardown, has two):
@@ -75,16 +80,29 @@ def describe(counts):
     return ", ".join(f"{counts[name]} {name}" for name in OUTCOMES)
 
 
+def describe_total(all_counts):
+    total = {name: sum(counts[name] for counts in all_counts) for name in OUTCOMES}
+    return (f"total: {total['passed']} passed, {total['failed'] + total['errors']} failed, "
+            f"{total['skipped'] + total['xfailed']} skipped")
+
+
 def main(argv):
-    if len(argv) != 2:
-        print(f"usage: {argv[0]} REPORT.xml", file=sys.stderr)
+    paths = argv[2:] if argv[1:2] == ["--total"] else argv[1:]
+    if not paths or (argv[1] != "--total" and len(paths) != 1):
+        print(f"usage: {argv[0]} REPORT.xml | --total REPORT.xml...", file=sys.stderr)
         return 2
-    try:
-        print(describe(count(argv[1])))
-    except ReportError as error:
-        print(f"no results ({error})")
-        return 1
-    return 0
+    all_counts, status = [], 0
+    for path in paths:
+        try:
+            all_counts.append(count(path))
+        except ReportError as error:
+            print(f"no results ({error})")
+            status = 1
+    if argv[1] == "--total":
+        print(describe_total(all_counts))
+    elif all_counts:
+        print(describe(all_counts[0]))
+    return status
 
 
 if __name__ == "__main__":

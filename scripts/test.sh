@@ -2,7 +2,9 @@
 # Installs everything, then runs the whole suite once per Keras backend, each
 # in its own process. Extra arguments are passed to pytest. Ends with one
 # line per backend: exit status, time, and the counts of passed, skipped,
-# failed, errors and xfailed tests, read from pytest's JUnit XML report.
+# failed, errors and xfailed tests, read from pytest's JUnit XML report; then
+# the total as a plain "N passed, N failed, N skipped" line (errors counted
+# as failed, xfailed as skipped). Exits non-zero if any backend failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
@@ -11,9 +13,11 @@ reports=$(mktemp -d)
 trap 'rm -rf "$reports"' EXIT
 status=0
 summary=()
+files=()
 for backend in tensorflow jax torch; do
   echo "=== KERAS_BACKEND=$backend ==="
   start=$(date +%s)
+  files+=("$reports/$backend.xml")
   # The report path comes last, so that it wins over one given in "$@".
   KERAS_BACKEND=$backend .venv/bin/python -m pytest tests -p no:cacheprovider "$@" \
     --junitxml="$reports/$backend.xml"
@@ -25,4 +29,6 @@ for backend in tensorflow jax torch; do
   [ $rc -eq 0 ] || status=1
 done
 printf '%s\n' "${summary[@]}"
+# Missing reports were named above; the total adds up the others.
+.venv/bin/python scripts/summarize_junit.py --total "${files[@]}" | tail -n 1
 exit $status

@@ -111,3 +111,28 @@ def test_the_command_line_prints_the_counts_or_fails(tmp_path):
     missing = subprocess.run([sys.executable, script, str(tmp_path / "none.xml")],
                              capture_output=True, text=True)
     assert missing.returncode == 1 and missing.stdout.startswith("no results (cannot read")
+
+
+def test_the_total_is_a_plain_closing_line_over_every_readable_report(tmp_path):
+    one, two = tmp_path / "one.xml", tmp_path / "two.xml"
+    one.write_text(
+        "<testsuites><testsuite><testcase name='a'/><testcase name='b'/>"
+        "<testcase name='c'><error message='failed on setup with x'/></testcase>"
+        "</testsuite></testsuites>"
+    )
+    two.write_text(
+        "<testsuites><testsuite><testcase name='a'><failure message='x'/></testcase>"
+        "<testcase name='b'><skipped type='pytest.xfail' message='known'/></testcase>"
+        "<testcase name='c'><skipped type='pytest.skip' message='why'/></testcase>"
+        "</testsuite></testsuites>"
+    )
+    script = str(SCRIPTS / "summarize_junit.py")
+    total = subprocess.run([sys.executable, script, "--total", str(one), str(two)],
+                           capture_output=True, text=True)
+    # Errors count as failed, xfailed as skipped.
+    assert (total.returncode, total.stdout) == (0, "total: 2 passed, 2 failed, 2 skipped\n")
+    partial = subprocess.run(
+        [sys.executable, script, "--total", str(one), str(tmp_path / "none.xml")],
+        capture_output=True, text=True)
+    assert partial.returncode == 1
+    assert partial.stdout.splitlines()[-1] == "total: 2 passed, 1 failed, 0 skipped"
