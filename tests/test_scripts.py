@@ -1,6 +1,7 @@
 """`scripts/summarize_junit.py`: the counts `scripts/test.sh` ends with."""
 
 import importlib.util
+import os
 import pathlib
 import subprocess
 import sys
@@ -50,10 +51,12 @@ def _pytest_report(tmp_path, files):
         (tmp_path / name).write_text(text)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")  # not this repository's settings
     report = tmp_path / "report.xml"
+    # Plugins (hypothesis, ...) would only slow the run down.
+    env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
          f"--junitxml={report}", str(tmp_path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
     return report, result.stdout.strip().splitlines()[-1]
 
