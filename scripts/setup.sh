@@ -11,4 +11,4 @@ PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # Prefer the CPU build of torch that this kind of machine keeps on disk;
 # elsewhere fall back to PyPI's default build.
 "${PIP[@]}" "torch==2.13.0" 2>/dev/null || "${PIP[@]}" torch
-"${PIP[@]}" -e ".[tensorflow,jax,test,demo]"
+"${PIP[@]}" -e ".[tensorflow-cpu,jax,test,demo]"
