@@ -33,7 +33,7 @@ def tuning_table(results):
             + ("*" if rate == result.tuned_rate else " ")
             for rate in grid
         )
-        lines.append(f"{result.strategy.name:<20}{cells}")
+        lines.append(f"{result.strategy.name:<20}{cells}".rstrip())
     return "\n".join(lines)
 
 
