@@ -1,0 +1,164 @@
+"""The command line: `python -m layerwise.demo` and `layerwise-demo`.
+
+Keras chooses its backend once, when it is first imported, and `import
+layerwise` imports it: by the time the flags are read, the backend is
+fixed. A `--backend` other than the loaded one therefore re-executes the
+demo in a fresh interpreter, with `KERAS_BACKEND` (and
+`TF_CPP_MIN_LOG_LEVEL=3`) set before anything imports Keras.
+"""
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import time
+
+import keras
+
+import layerwise
+from layerwise.demo import experiment
+from layerwise.demo import plot
+from layerwise.demo import report
+
+BACKENDS = ("tensorflow", "jax", "torch")
+# Set in the re-executed process: if Keras still loads another backend
+# there, re-executing again would loop.
+_REEXECUTED = "LAYERWISE_DEMO_REEXECUTED"
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m layerwise.demo",
+        description="Fine-tune a CNN pretrained on digits 0-4 to digits 5-9 "
+        "from 5 labels per class with one learning rate, a frozen body, "
+        "lw.layer_decay, lw.discriminative and gradual unfreezing; each "
+        "strategy's rate chosen on a validation split, then 5 seeds. Prints "
+        "the tables and writes a PNG figure.",
+    )
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default=None,
+        help="Keras backend (default: the one Keras loaded, from "
+        "$KERAS_BACKEND or ~/.keras/keras.json).",
+    )
+    parser.add_argument(
+        "--output", default=None,
+        help=f"path of the PNG figure (default: {default_output()}).",
+    )
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="a few steps of everything, for tests (the numbers mean nothing).",
+    )
+    return parser.parse_args(argv)
+
+
+def default_output():
+    """`$XDG_CACHE_HOME/layerwise/demo.png`, else `~/.cache/layerwise/demo.png`:
+    outside the source tree and the current directory."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache"
+    )
+    return os.path.join(cache, "layerwise", "demo.png")
+
+
+def backend_switch(wanted, loaded, environ):
+    """The environment to re-execute the demo with, or `None` to run here.
+
+    The new process imports this very copy of `layerwise` (its folder goes
+    first on `PYTHONPATH`), wherever it is started from.
+
+    Args:
+        wanted: The backend asked for with `--backend`, or `None`.
+        loaded: The backend Keras loaded in this process.
+        environ: This process's environment (a mapping).
+
+    Returns:
+        `None` if `wanted` is `None` or `loaded`; else a copy of `environ`
+        with `KERAS_BACKEND=wanted`, `TF_CPP_MIN_LOG_LEVEL` defaulting to
+        3, this `layerwise` first on `PYTHONPATH`, and a marker that
+        forbids a second switch.
+
+    Raises:
+        RuntimeError: if this process was already re-executed for
+            `wanted` and Keras still loaded another backend.
+    """
+    if wanted is None or wanted == loaded:
+        return None
+    if environ.get(_REEXECUTED):
+        raise RuntimeError(
+            f"`--backend` must be a backend Keras can load. Received: "
+            f"--backend={wanted}, but with KERAS_BACKEND="
+            f"{environ.get('KERAS_BACKEND')} Keras loaded {loaded}."
+        )
+    environ = dict(environ)
+    environ["KERAS_BACKEND"] = wanted
+    environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(layerwise.__file__)))
+    paths = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    environ["PYTHONPATH"] = os.pathsep.join([root] + paths)
+    environ[_REEXECUTED] = "1"
+    return environ
+
+
+@contextlib.contextmanager
+def _one_thread_per_op(backend):
+    if backend != "torch":
+        yield
+        return
+    import torch
+
+    # This network's ops take microseconds: torch's intra-op threads cost
+    # more in waiting for each other (spinning, on a busy machine: ten times
+    # the CPU time, measured) than they save.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def main(argv=None):
+    """Runs the demo; returns the process exit status.
+
+    Args:
+        argv: The arguments, without the program name (default:
+            `sys.argv[1:]`).
+
+    Returns:
+        0, or the exit status of the re-executed demo.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    environ = backend_switch(args.backend, keras.backend.backend(), os.environ)
+    if environ is not None:
+        command = [sys.executable, "-m", "layerwise.demo", *argv]
+        return subprocess.run(command, env=environ).returncode
+    run(args)
+    return 0
+
+
+def run(args):
+    """Runs the experiment in this process, prints the report, writes the
+    figure; returns the `Results`."""
+    start_wall, start_cpu = time.perf_counter(), time.process_time()
+    backend = keras.backend.backend()
+    protocol = experiment.QUICK if args.quick else experiment.DEFAULT
+    print(
+        f"layerwise demo on {backend} (Keras {keras.version()})"
+        + (", --quick: the numbers mean nothing" if args.quick else "")
+        + "\n",
+        flush=True,
+    )
+    with _one_thread_per_op(backend):
+        results = experiment.run_experiment(protocol)
+    print("\n" + report.report(results) + "\n")
+    output = os.path.abspath(args.output or default_output())
+    plot.plot(results, output)
+    print(f"Figure written to {output}")
+    print(
+        f"Ran in {time.perf_counter() - start_wall:.0f} s wall, "
+        f"{time.process_time() - start_cpu:.0f} s CPU (user+sys, all threads) "
+        f"on {backend}, after imports."
+    )
+    return results
