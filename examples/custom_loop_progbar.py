@@ -3,10 +3,10 @@
 The loop is yours (data order, per-batch logic, when to evaluate); each step
 is Keras' `train_on_batch`, so it runs unchanged on TensorFlow, JAX and
 PyTorch. `train_on_batch(..., return_dict=True)` returns every metric of the
-model, the `Observe` layers' included: their values are already running
-means over the epoch (or last values for `reduction="last"`), so they are
-passed to `Progbar` as `stateful_metrics`, displayed as-is rather than
-averaged a second time.
+model, the `Observe` layers' included. Keras 3.15 resets the metrics at
+every `train_on_batch` call, so these are the values of this batch; `Progbar`
+averages them over the epoch (pass a name in `stateful_metrics` to show it
+as is instead, e.g. for `reduction="last"`).
 
 Run: KERAS_BACKEND=jax python examples/custom_loop_progbar.py
 """
@@ -14,8 +14,7 @@ Run: KERAS_BACKEND=jax python examples/custom_loop_progbar.py
 import keras
 import numpy as np
 
-from layerwise.observation.observe import ObservedModel
-from layerwise.observation.observe import observe
+from layerwise import observe
 
 
 def squared_norm(t):
@@ -26,13 +25,12 @@ def squared_norm(t):
 def build_model():
     inputs = keras.Input((20,))
     h = keras.layers.Dense(64, activation="relu")(inputs)
-    h = observe(h, "h_norm", fn=squared_norm)  # Running mean per epoch.
+    h = observe(h, "h_norm", fn=squared_norm)  # Mean over the batch.
     h = observe(
         h, "h_active", fn=lambda t: keras.ops.mean(t > 0), reduction="last"
     )  # Fraction of active units, last batch.
     outputs = keras.layers.Dense(1)(h)
-    # ObservedModel: needed on JAX, harmless elsewhere.
-    return ObservedModel(inputs, outputs)
+    return keras.Model(inputs, outputs)  # A plain model reports them everywhere.
 
 
 def main(epochs=3, batch_size=64):
@@ -53,9 +51,7 @@ def main(epochs=3, batch_size=64):
             batch = order[step * batch_size : (step + 1) * batch_size]
             logs = model.train_on_batch(x[batch], y[batch], return_dict=True)
             if progbar is None:  # Metric names are known after one step.
-                progbar = keras.utils.Progbar(
-                    steps, stateful_metrics=list(logs)
-                )
+                progbar = keras.utils.Progbar(steps, stateful_metrics=["h_active"])
             progbar.update(step + 1, values=list(logs.items()))
         val_logs = model.evaluate(x_val, y_val, verbose=0, return_dict=True)
         print(

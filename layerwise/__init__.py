@@ -3,19 +3,18 @@
 from layerwise import callbacks
 from layerwise import layers
 from layerwise import ops
-from layerwise.observation.capture import Capture
 from layerwise.observation.capture import capture
 from layerwise.reparam.normalizations import SpectralNorm
 from layerwise.reparam.normalizations import WeightNorm
 from layerwise.reparam.normalizations import spectral_norm
 from layerwise.reparam.normalizations import weight_norm
-from layerwise.observation.observe import LastValue
 from layerwise.observation.observe import Observe
+# Deprecated (a plain `keras.Model` reports `observe` metrics on every
+# backend): importable for existing code, left out of `__all__`.
 from layerwise.observation.observe import ObservedModel
 from layerwise.observation.observe import observe
 from layerwise.optim.ema_swap import ema_weights
 from layerwise.optim.optimizer import LayerwiseOptimizer
-from layerwise.reparam.parametrize import FunctionParametrization
 from layerwise.reparam.parametrize import Parametrization
 from layerwise.reparam.parametrize import Parametrized
 from layerwise.reparam.parametrize import is_parametrized
@@ -29,7 +28,6 @@ from layerwise.optim.rules import Rule
 from layerwise.optim.schedules import LinearWarmup
 from layerwise.optim.schedules import warmup
 from layerwise.reparam.set_learning_rate import SetLearningRate
-from layerwise.optim.summary import plan_rows as summary_rows
 from layerwise.optim.transforms import GradientTransform
 from layerwise.optim.transforms import PerTensorTransform
 from layerwise.optim.transforms import chain
@@ -44,14 +42,10 @@ from layerwise.optim.transforms import zero
 __version__ = "0.1.0"
 
 __all__ = [
-    "Capture",
-    "FunctionParametrization",
     "GradientTransform",
-    "LastValue",
     "LayerwiseOptimizer",
     "LinearWarmup",
     "Observe",
-    "ObservedModel",
     "Parametrization",
     "Parametrized",
     "PerTensorTransform",
@@ -80,7 +74,6 @@ __all__ = [
     "remove_parametrization",
     "scale",
     "spectral_norm",
-    "summary_rows",
     "warmup",
     "weight_norm",
     "zero",

@@ -57,3 +57,8 @@ def check_positive_finite(value, arg_name):
             f"Received: {arg_name}={value!r}"
         )
     return float(value)
+
+
+def variable_name(text):
+    """`text` with only the characters Keras allows in variable names."""
+    return "".join(c if c.isalnum() or c in "_-." else "_" for c in text)

@@ -172,9 +172,7 @@ class SplitAccumulation(keras.callbacks.Callback):
         # Read from the optimizer at every start, so the count follows a
         # loaded model or a `fit` that stopped on an error. An optimizer
         # not built yet starts its first cycle.
-        self._count = 0
-        if optimizer._micro_step is not None:
-            self._count = int(keras.ops.convert_to_numpy(optimizer._micro_step))
+        self._count = optimizer.accumulation.micro_steps_taken()
 
     def _is_ours(self, function):
         return any(function is f for f in self._functions.values())
@@ -186,7 +184,7 @@ class SplitAccumulation(keras.callbacks.Callback):
             def phased(*args, **kwargs):
                 # The phase matters while the step traces (its first call,
                 # or a retrace for new input shapes); afterwards it is inert.
-                with optimizer._traced_as(phase):
+                with optimizer.accumulation.traced_as(phase):
                     return function(*args, **kwargs)
 
             return phased
@@ -237,6 +235,12 @@ class EvaluateWithEMA(keras.callbacks.Callback):
     `inner_optimizer` attribute for a `LossScaleOptimizer` and so cannot find
     a `LayerwiseOptimizer`'s averages.
 
+    The averages exist from the first real optimizer step on. An evaluation
+    before it (e.g. the first epoch's validation when an epoch has fewer
+    batches than `accumulate_steps`) runs on the raw weights. `fit`'s epoch
+    logs (`History`, later callbacks) say which weights each validation
+    used: `val_ema_weights` is 1.0 for the averages, 0.0 for the raw ones.
+
     Example:
 
     >>> import keras, numpy as np, layerwise as lw
@@ -255,9 +259,14 @@ class EvaluateWithEMA(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self._swap = None
+        self._used_averages = None
 
     def on_test_begin(self, logs=None):
-        if self._swap is None:
+        if self._swap is not None:
+            return
+        optimizer = layerwise_optimizer_of(self.model)
+        self._used_averages = int(keras.ops.convert_to_numpy(optimizer.iterations)) > 0
+        if self._used_averages:
             self._swap = ema_swap.ema_weights(self.model)
             self._swap.__enter__()
 
@@ -265,6 +274,15 @@ class EvaluateWithEMA(keras.callbacks.Callback):
         if self._swap is not None:
             swap, self._swap = self._swap, None
             swap.__exit__(None, None, None)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._used_averages = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        # Keras hands each callback a copy of the evaluation's logs, but one
+        # dict of epoch logs to every callback, `History` last.
+        if logs is not None and self._used_averages is not None:
+            logs["val_ema_weights"] = 1.0 if self._used_averages else 0.0
 
 
 class LogDiagnostics(keras.callbacks.Callback):

@@ -1,10 +1,13 @@
 """Keras optimizer internals `LayerwiseOptimizer` relies on.
 
-`LayerwiseOptimizer` drives an inner Keras optimizer below its public
-`apply()`: it calls the inner optimizer's update once per group of variables
-sharing a learning rate. That needs a handful of private methods and
-attributes of `keras.optimizers.Optimizer`. They are named here and nowhere
-else, and `tests/internals/test_optimizers.py` fails loudly if Keras moves them.
+`LayerwiseOptimizer` drives Keras optimizers below their public `apply()`:
+it calls each optimizer's own update once per group of variables sharing a
+learning rate, and each optimizer's own weight decay at that rate. That
+needs a handful of private methods and attributes of
+`keras.optimizers.Optimizer` (and of `keras.optimizers.Muon`). They are
+named here and nowhere else, and `tests/internals/test_optimizers.py` pins
+each one's signature: if Keras moves one, that test fails and this module
+(only this module) is adapted.
 """
 
 import contextlib
@@ -16,6 +19,10 @@ import keras
 _BOOKKEEPING_ATTRIBUTES = ("_iterations", "_learning_rate")
 
 
+# ----------------------------------------------------------------------
+# The update.
+
+
 def backend_update_step(optimizer, grads, variables, learning_rate):
     """Runs the optimizer's update rule on `variables` at `learning_rate`.
 
@@ -24,6 +31,189 @@ def backend_update_step(optimizer, grads, variables, learning_rate):
     of `update_step` on JAX. It neither clips nor decays nor counts the step.
     """
     optimizer._backend_update_step(grads, variables, learning_rate)
+
+
+def apply_weight_decay(optimizer, variables, learning_rate):
+    """The optimizer's own decoupled weight decay of `variables`, as if its
+    learning rate were `learning_rate`.
+
+    Keras' `_apply_weight_decay` reads the rate from the optimizer (Muon's
+    override routes the coefficient per variable, TensorFlow's runs under
+    `tf.distribute`, torch's is one fused kernel); a per-instance attribute
+    shadows `_get_current_learning_rate` for the duration of the call, so
+    the optimizer decays with its own rules at the group's rate.
+    """
+    # `object.__setattr__`: the optimizer's own `__setattr__` would track
+    # the function as state (and TensorFlow's as a checkpoint dependency).
+    object.__setattr__(optimizer, "_get_current_learning_rate", lambda: learning_rate)
+    try:
+        optimizer._apply_weight_decay(variables)
+    finally:
+        object.__delattr__(optimizer, "_get_current_learning_rate")
+
+
+def decay_weights(optimizer, variables, weight_decay, learning_rate):
+    """Decoupled weight decay with an explicit coefficient, `v <- v - v *
+    weight_decay * learning_rate`, computed as Keras' own optimizers do on
+    each backend (one fused `torch._foreach_mul_` on torch)."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch._foreach_mul_(
+            [v.value for v in variables], 1 - weight_decay * learning_rate
+        )
+        return
+    for variable in variables:
+        lr = keras.ops.cast(learning_rate, variable.dtype)
+        wd = keras.ops.cast(weight_decay, variable.dtype)
+        optimizer.assign_sub(variable, variable * wd * lr)
+
+
+def clip_gradients(optimizer, grads):
+    """The optimizer's own `clipnorm`/`clipvalue`/`global_clipnorm`."""
+    return optimizer._clip_gradients(grads)
+
+
+def _muon_uses_adamw(optimizer, variable):
+    return isinstance(optimizer, keras.optimizers.Muon) and optimizer._should_use_adamw(variable)
+
+
+def decay_coefficient(optimizer, variable):
+    """The weight-decay coefficient `optimizer` applies to `variable`, or
+    `None`: Keras' `exclude_from_weight_decay` and, for Muon, its routing
+    (`adam_weight_decay` on the variables its AdamW path updates)."""
+    if not optimizer._use_weight_decay(variable):
+        return None
+    if isinstance(optimizer, keras.optimizers.Muon):
+        value = optimizer.adam_weight_decay if _muon_uses_adamw(optimizer, variable) else optimizer.weight_decay
+    else:
+        value = optimizer.weight_decay
+    return float(value) if value else None
+
+
+def update_rule(optimizer, variable):
+    """The update rule `optimizer` applies to `variable`: its class name,
+    or for Muon which of its two paths updates it."""
+    name = type(optimizer).__name__
+    if isinstance(optimizer, keras.optimizers.Muon):
+        return "Muon (AdamW path)" if _muon_uses_adamw(optimizer, variable) else "Muon"
+    return name
+
+
+def decay_exclusion(optimizer):
+    """What `exclude_from_weight_decay` set on `optimizer`: the keys of the
+    excluded variables and the compiled name pattern (or `None`)."""
+    return (
+        set(getattr(optimizer, "_exclude_from_weight_decay", ())),
+        getattr(optimizer, "_exclude_from_weight_decay_pattern", None),
+    )
+
+
+def copy_decay_exclusion(source, target):
+    """Gives `target` the exclusions of `source` (same variables, same
+    pattern), so a fresh optimizer decays as the one it replaces."""
+    keys, pattern = decay_exclusion(source)
+    target._exclude_from_weight_decay = set(keys)
+    target._exclude_from_weight_decay_pattern = pattern
+    target._exclude_from_weight_decay_cache = {}
+
+
+# ----------------------------------------------------------------------
+# Step count, learning rate and per-step state.
+
+
+def iterations_variable(optimizer):
+    """The optimizer's step counter (`iterations` divides it under Keras'
+    own gradient accumulation; `LayerwiseOptimizer` takes that over)."""
+    return optimizer._iterations
+
+
+def learning_rate_holder(optimizer):
+    """What the optimizer keeps its learning rate in: a variable for a
+    float rate, else the schedule or callable itself."""
+    return optimizer._learning_rate
+
+
+def current_learning_rate(optimizer):
+    """The learning rate at the current step (schedules evaluated)."""
+    return optimizer._get_current_learning_rate()
+
+
+def step_state(optimizer):
+    """Per-step state the optimizer keeps outside its slots.
+
+    Keras optimizers keep per-variable slots in lists and per-step state as a
+    variable held directly as an attribute (Nadam's `_u_product`, advanced
+    once per update call). Splitting one step into several group calls must
+    advance such state once, so the caller restores it between groups.
+    """
+    return [
+        value
+        for name, value in sorted(vars(optimizer).items())
+        if isinstance(value, keras.Variable)
+        and name not in _BOOKKEEPING_ATTRIBUTES
+    ]
+
+
+def track_step_state(optimizer):
+    """Tracks per-step state that was created without dependency tracking.
+
+    `LossScaleOptimizer.build` builds its inner optimizer with tracking
+    disabled, so an attribute such as Nadam's `_u_product` is missing from
+    `optimizer.variables` and is never threaded through JAX's stateless
+    step. Adding it to the optimizer's variable store fixes that.
+    """
+    known = {id(v) for v in optimizer.variables}
+    for variable in step_state(optimizer):
+        if id(variable) not in known:
+            optimizer._tracker.add_to_store("variables", variable)
+
+
+# ----------------------------------------------------------------------
+# Variables the optimizer knows.
+
+
+def built_variables(optimizer):
+    """The variables `optimizer.build()` was called with."""
+    return optimizer._trainable_variables
+
+
+def own_variables(optimizer):
+    """The variables the optimizer created itself (`add_variable`), in
+    creation order, without those of optimizers it wraps."""
+    return optimizer._variables
+
+
+def variable_key(optimizer, variable):
+    """The key Keras identifies `variable` by (`id` on most backends, the
+    distributed container's unique id on TensorFlow)."""
+    return optimizer._var_key(variable)
+
+
+def check_variables_are_known(optimizer, variables):
+    """Keras' error for variables the optimizer was not built with."""
+    optimizer._check_variables_are_known(variables)
+
+
+def untrack_variable(optimizer, variable):
+    optimizer._untrack_variable(variable)
+
+
+def is_multi_optimizer(optimizer):
+    return isinstance(optimizer, keras.optimizers.MultiOptimizer)
+
+
+def warn_missing_gradients(paths):
+    warnings.warn(
+        f"Gradients do not exist for variables {paths} when minimizing the "
+        "loss. If using `model.compile()`, did you forget to provide a "
+        "`loss` argument?",
+        stacklevel=4,
+    )
+
+
+# ----------------------------------------------------------------------
+# Backend switches.
 
 
 def _already_reduced(grads_and_vars):
@@ -64,90 +254,6 @@ def all_reduce_across_replicas(grads):
     return list(context.all_reduce(tf.distribute.ReduceOp.SUM, list(grads))), True
 
 
-def clip_gradients(optimizer, grads):
-    """The optimizer's own `clipnorm`/`clipvalue`/`global_clipnorm`."""
-    return optimizer._clip_gradients(grads)
-
-
-def uses_weight_decay(optimizer, variable):
-    """Whether Keras' `exclude_from_weight_decay` leaves `variable` decayed."""
-    return optimizer._use_weight_decay(variable)
-
-
-def iterations_variable(optimizer):
-    return optimizer._iterations
-
-
-def current_learning_rate(optimizer):
-    """The base learning rate at the current step (schedules evaluated)."""
-    return optimizer._get_current_learning_rate()
-
-
-def step_state(optimizer):
-    """Per-step state the optimizer keeps outside its slots.
-
-    Keras optimizers keep per-variable slots in lists and per-step state as a
-    variable held directly as an attribute (Nadam's `_u_product`, advanced
-    once per update call). Splitting one step into several group calls must
-    advance such state once, so the caller restores it between groups.
-    """
-    return [
-        value
-        for name, value in sorted(vars(optimizer).items())
-        if isinstance(value, keras.Variable)
-        and name not in _BOOKKEEPING_ATTRIBUTES
-    ]
-
-
-def track_step_state(optimizer):
-    """Tracks per-step state that was created without dependency tracking.
-
-    `LossScaleOptimizer.build` builds its inner optimizer with tracking
-    disabled, so an attribute such as Nadam's `_u_product` is missing from
-    `optimizer.variables` and is never threaded through JAX's stateless
-    step. Adding it to the optimizer's variable store fixes that.
-    """
-    known = {id(v) for v in optimizer.variables}
-    for variable in step_state(optimizer):
-        if id(variable) not in known:
-            optimizer._tracker.add_to_store("variables", variable)
-
-
-def built_variables(optimizer):
-    """The variables `optimizer.build()` was called with."""
-    return optimizer._trainable_variables
-
-
-def untrack_variable(optimizer, variable):
-    optimizer._untrack_variable(variable)
-
-
-def is_multi_optimizer(optimizer):
-    return isinstance(optimizer, keras.optimizers.MultiOptimizer)
-
-
-def overwrite_with_gradient(optimizer, positions, grads, variables):
-    """Keras' float8 convention: variables flagged `overwrite_with_gradient`
-    take their gradient as new value and skip the update."""
-    new_grads, new_variables = optimizer._overwrite_variables_directly_with_gradients(
-        grads, variables
-    )
-    if len(new_variables) == len(variables):
-        return positions, list(grads), list(variables)
-    kept = {id(v) for v in new_variables}
-    positions = [p for p, v in zip(positions, variables) if id(v) in kept]
-    return positions, list(new_grads), list(new_variables)
-
-
-def warn_missing_gradients(paths):
-    warnings.warn(
-        f"Gradients do not exist for variables {paths} when minimizing the "
-        "loss. If using `model.compile()`, did you forget to provide a "
-        "`loss` argument?",
-        stacklevel=3,
-    )
-
-
 def update_context():
     """The context the update runs in: torch must not record autograd ops
     for in-place updates of leaf parameters; other backends need nothing."""
@@ -156,23 +262,6 @@ def update_context():
 
         return torch.no_grad()
     return contextlib.nullcontext()
-
-
-def decay_weights(optimizer, variables, weight_decay, learning_rate):
-    """Decoupled weight decay, `v <- v - v * weight_decay * learning_rate`,
-    computed as Keras' own optimizers do on each backend (one fused
-    `torch._foreach_mul_` on torch, so a group costs one kernel there)."""
-    if keras.backend.backend() == "torch":
-        import torch
-
-        torch._foreach_mul_(
-            [v.value for v in variables], 1 - weight_decay * learning_rate
-        )
-        return
-    for variable in variables:
-        lr = keras.ops.cast(learning_rate, variable.dtype)
-        wd = keras.ops.cast(weight_decay, variable.dtype)
-        optimizer.assign_sub(variable, variable * wd * lr)
 
 
 def variable_creation_scope(optimizer):

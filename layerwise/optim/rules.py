@@ -1,9 +1,10 @@
 """`Rule`: how a selection of variables learns.
 
 A rule pairs a selector (which variables) with settings (how they learn):
-a learning-rate multiplier, a weight-decay coefficient, freezing, and
-gradient transforms. Rules are plain, inspectable objects; the
-`LayerwiseOptimizer` merges them into a per-variable plan once, at build.
+an optimizer of their own, a learning-rate multiplier, a weight-decay
+coefficient, freezing, and gradient transforms. Rules are plain,
+inspectable objects; the `LayerwiseOptimizer` merges them into a
+per-variable plan once, at build.
 """
 
 import copy
@@ -12,6 +13,8 @@ import keras
 import numpy as np
 
 from layerwise import _validation
+from layerwise.optim import checks
+from layerwise.optim import saving
 from layerwise.optim import selectors as selectors_lib
 from layerwise.optim import transforms as transforms_lib
 
@@ -42,9 +45,9 @@ class Rule:
 
     Several rules may match one variable. They merge attribute by attribute
     in rule order: `lr_scale`s multiply, `gradient` transforms chain in rule
-    order, and `weight_decay` and `frozen` take the value of the last
-    matching rule that sets them. A variable no rule matches learns exactly
-    as under the inner optimizer.
+    order, and `optimizer`, `weight_decay` and `frozen` take the value of
+    the last matching rule that sets them. A variable no rule matches
+    learns exactly as under the inner optimizer.
 
     Args:
         match: Which variables: a `keras.layers.Layer` (all its variables,
@@ -52,13 +55,28 @@ class Rule:
             expression matched with `re.fullmatch` against `variable.path`
             (e.g. `"encoder/.*"`), a callable `variable -> bool`, or a list or
             tuple of these (any of them).
+        optimizer: Optional unbuilt `keras.optimizers.Optimizer` that
+            updates these variables instead of the inner one: its own
+            update rule, hyperparameters, learning rate (or schedule, at its
+            own step count), slots, weight decay and clipping (over its own
+            variables, as in Keras' `MultiOptimizer`). `lr_scale`s multiply
+            its learning rate. Rules given the same instance share it (one
+            set of slots and one step count). It must not set
+            `gradient_accumulation_steps`, `use_ema` or
+            `loss_scale_factor`, which act on the whole step: set them on
+            `LayerwiseOptimizer`.
         lr_scale: Learning-rate multiplier: a number >= 0, a
             `keras.optimizers.schedules.LearningRateSchedule`, or a callable
             of the optimizer step returning the multiplier. A number can be
             changed during training (`optimizer.set_lr_scale(name, value)`
             or `rule.lr_scale = value`) without retracing.
-        weight_decay: Decoupled weight-decay coefficient for these variables,
-            overriding the inner optimizer's (`0.0` turns decay off).
+        weight_decay: Decoupled weight-decay coefficient for these
+            variables, replacing whatever coefficient their optimizer would
+            use for them (for Muon, `weight_decay` on the variables it
+            orthogonalizes and `adam_weight_decay` on those its AdamW path
+            updates) and its `exclude_from_weight_decay`; `0.0` turns decay
+            off. Applied as Keras does, `v -= v * weight_decay * lr` with the
+            variable's learning rate.
         frozen: If `True`, the variables are not updated and get no
             optimizer slots. `False` un-freezes what an earlier rule froze.
         gradient: A transform or list of transforms (see
@@ -81,6 +99,7 @@ class Rule:
         self,
         match,
         *,
+        optimizer=None,
         lr_scale=None,
         weight_decay=None,
         frozen=None,
@@ -88,6 +107,9 @@ class Rule:
         name=None,
     ):
         self.selector = selectors_lib.as_selector(match)
+        if optimizer is not None:
+            checks.check_group_optimizer(optimizer)
+        self.optimizer = optimizer
         self._lr_scale = check_lr_scale(lr_scale)
         if weight_decay is not None:
             weight_decay = _validation.check_nonnegative_finite(
@@ -135,6 +157,11 @@ class Rule:
         self._lr_scale = value
 
     @property
+    def sets_lr_scale(self):
+        """Whether this rule sets a multiplier (a number or a schedule)."""
+        return self._lr_scale is not None
+
+    @property
     def has_constant_scale(self):
         return _validation.is_real_number(self._lr_scale)
 
@@ -159,18 +186,26 @@ class Rule:
         return rule
 
     def describe_scale(self):
+        """The multiplier for people: a number to 6 significant digits, or
+        the schedule's own repr (a function by its name)."""
         if self._lr_scale is None:
             return None
         if self.has_constant_scale:
-            return self.lr_scale
-        return getattr(self._lr_scale, "__name__", type(self._lr_scale).__name__)
+            return _number(self.lr_scale)
+        if isinstance(self._lr_scale, keras.optimizers.schedules.LearningRateSchedule):
+            return _Literal(repr(self._lr_scale))
+        return _Literal(getattr(self._lr_scale, "__name__", type(self._lr_scale).__name__))
 
     def get_config(self):
         lr_scale = self.lr_scale
         if lr_scale is not None and not _validation.is_real_number(lr_scale):
             lr_scale = keras.saving.serialize_keras_object(lr_scale)
+        optimizer = None
+        if self.optimizer is not None:
+            optimizer = keras.saving.serialize_keras_object(self.optimizer)
         return {
             "match": selectors_lib.serialize_selector(self.selector),
+            "optimizer": optimizer,
             "lr_scale": lr_scale,
             "weight_decay": self.weight_decay,
             "frozen": self.frozen,
@@ -191,10 +226,17 @@ class Rule:
             keras.saving.deserialize_keras_object(t)
             for t in config.pop("gradient")
         ]
-        return cls(match, lr_scale=lr_scale, gradient=gradient, **config)
+        optimizer = config.pop("optimizer", None)
+        if optimizer is not None:
+            optimizer = saving.deserialize_optimizer(optimizer)
+        return cls(
+            match, optimizer=optimizer, lr_scale=lr_scale, gradient=gradient, **config
+        )
 
     def __repr__(self):
         parts = [self.selector.describe()]
+        if self.optimizer is not None:
+            parts.append(f"optimizer={_Literal(describe_optimizer(self.optimizer))!r}")
         for key in ("lr_scale", "weight_decay", "frozen"):
             value = self.describe_scale() if key == "lr_scale" else getattr(self, key)
             if value is not None:
@@ -204,3 +246,28 @@ class Rule:
         if self.name:
             parts.append(f"name={self.name!r}")
         return "Rule(" + ", ".join(parts) + ")"
+
+
+class _Literal(str):
+    """Text shown as is inside a repr (no quotes)."""
+
+    def __repr__(self):
+        return str(self)
+
+
+def _number(value):
+    """`value` to 6 significant digits: `0.7 ** 3` shows as 0.343."""
+    return float(f"{value:.6g}")
+
+
+def describe_optimizer(optimizer):
+    """`ClassName(learning_rate=...)` for reprs and tables."""
+    try:
+        rate = optimizer.get_config()["learning_rate"]
+    except Exception:  # A custom optimizer with an unusual config.
+        return type(optimizer).__name__
+    if _validation.is_real_number(rate):
+        rate = _number(rate)
+    elif isinstance(rate, dict):
+        rate = rate.get("class_name", "schedule")
+    return f"{type(optimizer).__name__}(learning_rate={rate})"

@@ -60,7 +60,7 @@ class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
     >>> [round(float(warmup(step)), 3) for step in range(6)]
     [0.0, 0.125, 0.25, 0.375, 0.5, 0.5]
     >>> lw.Rule("encoder/.*", lr_scale=warmup, name="encoder")
-    Rule('encoder/.*', lr_scale='LinearWarmup', name='encoder')
+    Rule('encoder/.*', lr_scale=LinearWarmup(scale=0.5, warmup_steps=4), name='encoder')
     """
 
     def __init__(self, scale, warmup_steps, initial_scale=0.0):

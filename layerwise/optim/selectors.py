@@ -14,6 +14,7 @@ import re
 import keras
 
 from layerwise import _validation
+from layerwise.optim import plan as plan_lib
 
 _PACKAGE = "layerwise"
 
@@ -71,7 +72,7 @@ class PathPattern(Selector):
         self.pattern = pattern
 
     def matches(self, variable):
-        return self._regex.fullmatch(variable.path) is not None
+        return self._regex.fullmatch(plan_lib.path_of(variable)) is not None
 
     def describe(self):
         return repr(self.pattern)
@@ -97,7 +98,7 @@ class VariablePaths(Selector):
         self.label = label
 
     def matches(self, variable):
-        return variable.path in self._path_set
+        return plan_lib.path_of(variable) in self._path_set
 
     def describe(self):
         return self.label or f"{len(self.paths)} paths"

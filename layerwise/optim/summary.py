@@ -1,6 +1,10 @@
-"""The table `LayerwiseOptimizer.summary()` prints: the plan, per variable."""
+"""What `LayerwiseOptimizer.summary()` prints and its `repr` says: the plan,
+per variable, as it runs."""
 
 from keras import ops
+
+from layerwise._internals import optimizers as internals
+from layerwise.optim import rules as rules_lib
 
 
 def _format_number(value):
@@ -9,31 +13,46 @@ def _format_number(value):
     return f"{value:.4g}"
 
 
-def plan_rows(optimizer):
-    """One dict per variable: what the optimizer does to it at this step."""
+def _float(value):
+    return float(ops.convert_to_numpy(value))
+
+
+def summary_rows(optimizer):
+    """One dict per variable: what the optimizer does to it at this step.
+
+    Keys: `path`, `shape`, `rules`, `update` (the update rule: the class of
+    the variable's optimizer, for Muon which of its paths), `lr_scale`,
+    `effective_lr`, `weight_decay` (the coefficient actually applied),
+    `transforms`, `frozen` and `optimizer` (the name of the optimizer
+    holding its slots).
+    """
     plan = optimizer.plan
+    updates = optimizer._updates
     step = optimizer.iterations
-    base_lr = float(ops.convert_to_numpy(optimizer.learning_rate))
     rules = optimizer.rules
     rows = []
     for p in plan.variables:
+        updater = updates.updaters[p.updater]
         scale = 1.0
         for index in p.scale_rules:
-            scale *= float(ops.convert_to_numpy(rules[index].scale_value(step)))
+            scale *= _float(rules[index].scale_value(step))
+        base_lr = _float(updates.learning_rate(p.updater))
+        decay = p.weight_decay
+        if decay is None:
+            decay = internals.decay_coefficient(updater, p.variable)
         transforms = [repr(t) for i in p.transform_rules for t in rules[i].gradient]
         rows.append(
             {
                 "path": p.path,
                 "shape": tuple(p.variable.shape),
                 "rules": list(p.rules),
+                "update": None if p.frozen else internals.update_rule(updater, p.variable),
                 "lr_scale": None if p.frozen else scale,
                 "effective_lr": None if p.frozen else base_lr * scale,
-                "weight_decay": None if p.frozen else p.weight_decay,
+                "weight_decay": None if p.frozen else (decay or None),
                 "transforms": [] if p.frozen else transforms,
                 "frozen": p.frozen,
-                # Which optimizer holds its slots: the inner one, or the
-                # fresh one created when it was unfrozen at runtime.
-                "optimizer": optimizer.updater_name(p.updater),
+                "optimizer": updater.name,
             }
         )
     return rows
@@ -41,18 +60,19 @@ def plan_rows(optimizer):
 
 def print_summary(optimizer, print_fn=None):
     print_fn = print_fn or print
-    rows = plan_rows(optimizer)
-    header = ("Variable", "Shape", "Rules", "LR scale", "Effective LR",
+    rows = summary_rows(optimizer)
+    header = ("Variable", "Shape", "Rules", "Update", "LR scale", "Effective LR",
               "WD", "Transforms", "Frozen")
     # The slot-holder column appears once something was unfrozen at runtime.
-    show_optimizer = len({r["optimizer"] for r in rows}) > 1
+    show_optimizer = len(optimizer.all_optimizers()) > len(optimizer._updates.optimizers)
     if show_optimizer:
-        header += ("Optimizer",)
+        header += ("Slots in",)
     table = [header] + [
         (
             r["path"],
             str(r["shape"]),
             ", ".join(r["rules"]) or "-",
+            r["update"] or "-",
             _format_number(r["lr_scale"]),
             _format_number(r["effective_lr"]),
             _format_number(r["weight_decay"]),
@@ -62,15 +82,10 @@ def print_summary(optimizer, print_fn=None):
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    inner = optimizer.inner_optimizer
-    plan = optimizer.plan
     frozen = sum(r["frozen"] for r in rows)
     lines = [
-        f'LayerwiseOptimizer "{optimizer.name}" over '
-        f"{type(inner).__name__} (base learning rate "
-        f"{_format_number(float(ops.convert_to_numpy(inner.learning_rate)))}"
-        f", step {int(ops.convert_to_numpy(optimizer.iterations))})",
-        f"{len(rows)} variables, {frozen} frozen, {len(plan.groups)} update "
+        describe(optimizer, with_rules=False),
+        f"{len(rows)} variables, {frozen} frozen, {len(optimizer.plan.groups)} update "
         f"groups, {len(optimizer.rules)} rules",
     ]
     rule_line = "  ".join("-" * w for w in widths)
@@ -81,3 +96,33 @@ def print_summary(optimizer, print_fn=None):
             lines.append(rule_line)
     lines.append(rule_line)
     print_fn("\n".join(lines))
+
+
+def describe(optimizer, with_rules=True):
+    """One line: name, inner optimizer and its rate, step, rule
+    optimizers, the stages that are on and (`with_rules`) the rule count."""
+    inner = optimizer.inner_optimizer
+    parts = [
+        f'LayerwiseOptimizer "{optimizer.name}" over {type(inner).__name__} '
+        f"(base learning rate {_format_number(_float(inner.learning_rate))}, "
+        f"step {int(ops.convert_to_numpy(optimizer.iterations))})"
+    ]
+    others = optimizer._updates.optimizers[1:]
+    if others:
+        parts.append(
+            "rule optimizers: " + ", ".join(rules_lib.describe_optimizer(o) for o in others)
+        )
+    stages = []
+    if optimizer.accumulate_steps > 1:
+        stages.append(f"accumulate_steps={optimizer.accumulate_steps}")
+    if optimizer.ema is not None:
+        stages.append(f"ema={optimizer.ema}")
+    if optimizer.skip_nonfinite:
+        stages.append("skip_nonfinite=True")
+    if optimizer.log:
+        stages.append(f"log={list(optimizer.log)}")
+    if stages:
+        parts.append(", ".join(stages))
+    if with_rules:
+        parts.append(f"{len(optimizer.rules)} rules")
+    return "; ".join(parts)

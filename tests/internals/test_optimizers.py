@@ -1,41 +1,92 @@
 """Fails loudly if Keras moves an internal that `layerwise` relies on.
 
-Every private name `layerwise/_internals/optimizers.py` touches is checked here;
-if one of these fails after a Keras upgrade, adapt that module (and only
-that module).
+Every private name `layerwise/_internals/optimizers.py` touches is pinned
+here by its signature (or type), not only by its existence; if one of these
+fails after a Keras upgrade, adapt that module (and only that module).
 """
 
+import inspect
+
 import keras
+import numpy as np
 import pytest
 
 from layerwise._internals import optimizers as internals
 
 
+def _params(method):
+    return tuple(inspect.signature(method).parameters)
+
+
 @pytest.mark.parametrize(
-    "method",
+    "method, params",
     [
-        "_backend_update_step",
-        "_clip_gradients",
-        "_use_weight_decay",
-        "_get_current_learning_rate",
-        "_untrack_variable",
-        "_overwrite_variables_directly_with_gradients",
-        "_check_variables_are_known",
-        "_var_key",
+        ("_backend_update_step", ("grads", "trainable_variables", "learning_rate")),
+        ("_apply_weight_decay", ("variables",)),
+        ("_clip_gradients", ("grads",)),
+        ("_use_weight_decay", ("variable",)),
+        ("_get_current_learning_rate", ()),
+        ("_untrack_variable", ("variable",)),
+        ("_overwrite_variables_directly_with_gradients", ("grads", "vars")),
+        ("_check_variables_are_known", ("variables",)),
+        ("_var_key", ("variable",)),
+        ("exclude_from_weight_decay", ("var_list", "var_names")),
     ],
 )
-def test_optimizer_private_methods_exist(method):
-    assert callable(getattr(keras.optimizers.Adam(), method, None)), (
-        f"keras.optimizers.Optimizer.{method} moved; update "
-        "layerwise/_internals/optimizers.py"
+def test_optimizer_private_method_signatures(method, params):
+    bound = getattr(keras.optimizers.Adam(), method, None)
+    assert callable(bound), f"keras.optimizers.Optimizer.{method} moved"
+    assert _params(bound) == params, (
+        f"keras.optimizers.Optimizer.{method} now takes {_params(bound)}; "
+        "update layerwise/_internals/optimizers.py"
     )
 
 
-def test_optimizer_keeps_iterations_and_tracker():
+def test_muon_routing_method_signature():
+    muon = keras.optimizers.Muon()
+    assert _params(muon._should_use_adamw) == ("variable",)
+    assert {"weight_decay", "adam_weight_decay", "exclude_layers", "exclude_embeddings"} <= set(
+        muon.get_config()
+    )
+
+
+def test_optimizer_state_attributes():
     opt = keras.optimizers.SGD(0.1)
     assert isinstance(opt._iterations, keras.Variable)
     assert isinstance(opt._learning_rate, keras.Variable)
+    assert isinstance(opt._variables, list)
     assert callable(opt._tracker.add_to_store)
+    opt.build([keras.Variable([1.0])])
+    assert isinstance(opt._trainable_variables, list)
+
+
+def test_decay_exclusion_attributes():
+    opt = keras.optimizers.AdamW(weight_decay=0.1)
+    v = keras.Variable([1.0], name="bias")
+    opt.exclude_from_weight_decay(var_list=[v], var_names=["gamma"])
+    keys, pattern = internals.decay_exclusion(opt)
+    assert keys == {opt._var_key(v)}
+    assert pattern.pattern == "gamma"
+    other = keras.optimizers.AdamW(weight_decay=0.1)
+    internals.copy_decay_exclusion(opt, other)
+    assert not other._use_weight_decay(v)
+
+
+def test_weight_decay_at_a_given_rate_uses_the_optimizer_rules():
+    """`apply_weight_decay` runs the optimizer's own decay (here Muon's
+    routing) with the rate it is given, and restores the optimizer."""
+    muon = keras.optimizers.Muon(1.0, weight_decay=0.5, adam_weight_decay=0.25)
+    matrix = keras.Variable(np.ones((4, 4), "float32"), name="w")
+    vector = keras.Variable(np.ones(4, "float32"), name="b")
+    muon.build([matrix, vector])
+    internals.apply_weight_decay(muon, [matrix, vector], keras.ops.convert_to_tensor(0.1))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(matrix), 0.95, rtol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(vector), 0.975, rtol=1e-6)
+    assert "_get_current_learning_rate" not in vars(muon)
+    assert float(muon.learning_rate) == 1.0
+    assert internals.decay_coefficient(muon, matrix) == 0.5
+    assert internals.decay_coefficient(muon, vector) == 0.25
+    assert internals.update_rule(muon, vector) == "Muon (AdamW path)"
 
 
 def test_nadam_step_state_is_found():
@@ -68,7 +119,7 @@ def test_built_variables_and_creation_scope():
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow internals")
 def test_tensorflow_update_reduces_in_a_method_we_can_shadow():
     opt = keras.optimizers.Nadam()
-    assert callable(opt._all_reduce_sum_gradients)
+    assert _params(opt._all_reduce_sum_gradients) == ("grads_and_vars",)
     assert opt._distribution_strategy is not None
     internals.leave_all_reduce_to_caller(opt)
     pairs = [(1.0, "v")]

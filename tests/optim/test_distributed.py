@@ -23,6 +23,8 @@ def test_mirrored_strategy_matches_single_device():
     out = result.stdout
     # Per-group scales, decay override, frozen variable, Nadam's step state.
     assert float(_printed(out, "max_abs_diff")) < 1e-6, out
+    # Group optimizers (Muon, SGD with its own clipnorm), every slot equal.
+    assert float(_printed(out, "max_abs_diff_groups")) < 1e-6, out
     # Rule transforms, the inner global clip, EMA and diagnostics.
     assert float(_printed(out, "max_abs_diff_transforms")) < 1e-6, out
     # The clip sees the all-reduced gradient: clip(-10.1) = -1, so w = 1.0
@@ -69,7 +71,8 @@ def test_data_parallel_matches_single_device_on_jax():
     assert float(_printed(out, "clip_effect")) > 1e-3, out
     assert float(_printed(out, "optimizer_state_max_abs_diff")) < 1e-5, out
     assert float(_printed(out, "max_abs_diff")) < 1e-5, out
-    # With accumulation, EMA, non-finite skipping and diagnostics too.
+    # With accumulation, EMA, non-finite skipping, diagnostics and a group
+    # optimizer (SGD with momentum on the head) too.
     assert _printed(out, "iterations_options") == "6 6", out
     assert float(_printed(out, "max_abs_diff_options")) < 1e-5, out
     assert float(_printed(out, "optimizer_state_max_abs_diff_options")) < 1e-5, out

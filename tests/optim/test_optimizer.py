@@ -64,7 +64,7 @@ def test_scales_multiply_and_last_weight_decay_wins():
         ],
     )
     opt.build(model.trainable_variables)
-    rows = {r["path"]: r for r in lw.summary_rows(opt)}
+    rows = {r["path"]: r for r in opt.summary_rows()}
     assert rows["l0/kernel"]["lr_scale"] == pytest.approx(0.1)
     assert rows["l0/kernel"]["weight_decay"] == 0.3
     assert rows["l0/bias"]["lr_scale"] == 0.5
@@ -152,7 +152,7 @@ def test_learning_rate_scheduler_keeps_ratios():
     scheduler = keras.callbacks.LearningRateScheduler(lambda epoch: 0.1 * 0.5**epoch)
     _fit(model, opt, epochs=3, callbacks=[scheduler])
     assert float(_value(opt.learning_rate)) == pytest.approx(0.025)
-    rows = {r["path"]: r for r in lw.summary_rows(opt)}
+    rows = {r["path"]: r for r in opt.summary_rows()}
     assert rows["l0/kernel"]["effective_lr"] == pytest.approx(0.0025)
     assert rows["l1/kernel"]["effective_lr"] == pytest.approx(0.025)
 

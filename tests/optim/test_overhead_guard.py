@@ -174,7 +174,7 @@ def _compiled_train_step(model, phase=None):
 
     data = (np.ones((8, 16), "float32"), np.ones((8, 4), "float32"))
     model.optimizer.build(model.trainable_variables)
-    traced_as = model.optimizer._traced_as(phase) if phase else contextlib.nullcontext()
+    traced_as = model.optimizer.accumulation.traced_as(phase) if phase else contextlib.nullcontext()
     with traced_as:
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf

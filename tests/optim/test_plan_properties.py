@@ -73,7 +73,7 @@ def test_summary_predicts_one_sgd_step(n_layers, specs, seed):
         keras.optimizers.SGD(BASE_LR, weight_decay=0.05), rules, strict=False
     )
     opt.build(variables)
-    rows = {r["path"]: r for r in lw.summary_rows(opt)}
+    rows = {r["path"]: r for r in opt.summary_rows()}
 
     rng = np.random.default_rng(seed)
     grads = [rng.normal(size=v.shape).astype("float32") for v in variables]
@@ -113,6 +113,6 @@ def test_strict_build_fails_whole_or_succeeds_whole(specs):
         assert not opt.built and not opt.inner_optimizer.built
         return
     assert not matches_nothing and opt.built
-    frozen = sum(r["frozen"] for r in lw.summary_rows(opt))
+    frozen = sum(r["frozen"] for r in opt.summary_rows())
     # Adam: iteration + learning rate + two slots per non-frozen variable.
     assert len(opt.inner_optimizer.variables) == 2 + 2 * (len(variables) - frozen)

@@ -24,7 +24,7 @@ def _scales(model, rules, lr=1.0):
     """The per-variable multiplier the optimizer actually uses."""
     opt = lw.LayerwiseOptimizer(keras.optimizers.SGD(lr), rules)
     opt.build(model.trainable_variables)
-    return {r["path"]: r["lr_scale"] for r in lw.summary_rows(opt)}, opt
+    return {r["path"]: r["lr_scale"] for r in opt.summary_rows()}, opt
 
 
 def _sequential():
@@ -227,7 +227,7 @@ def test_variables_in_no_block_keep_the_inner_learning_rate():
     model = _hub_like(n_layers=2)
     rules = layer_decay(model, decay=0.5, blocks=[r"transformer_layer_(\d+)/.*", "head/.*"])
     _, opt = _scales(model, rules, lr=0.1)
-    rows = {r["path"]: r for r in lw.summary_rows(opt)}
+    rows = {r["path"]: r for r in opt.summary_rows()}
     for path in ("token_embedding/embeddings", "final_norm/gamma"):
         assert rows[path]["rules"] == [] and rows[path]["lr_scale"] == 1.0
         assert rows[path]["effective_lr"] == pytest.approx(0.1)
@@ -248,7 +248,7 @@ def test_discriminative_spaces_rates_geometrically_relative_to_the_high_end():
     assert [r.lr_scale for r in rules] == pytest.approx([e / high for e in expected])
     # With the inner rate at `high`, each block learns at exactly lr_i.
     _, opt = _scales(model, rules, lr=high)
-    rows = {r["path"]: r["effective_lr"] for r in lw.summary_rows(opt)}
+    rows = {r["path"]: r["effective_lr"] for r in opt.summary_rows()}
     for name, lr in zip(["conv1", "conv2", "dense", "head"], expected):
         assert rows[f"seq/{name}/kernel"] == pytest.approx(lr, rel=1e-6)
     # It is layer_decay with decay = (low / high) ** (1 / (L - 1)).
@@ -277,7 +277,7 @@ def test_warmup_steps_ramp_every_block_but_the_last(jit_compile):
     moved = [not np.array_equal(a, b) for a, b in zip(helpers.weights(model), before)]
     assert moved == [False, False, False, False, True, True]  # step 0: body at 0
     model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
-    rows = {r["path"]: r["lr_scale"] for r in lw.summary_rows(opt)}
+    rows = {r["path"]: r["lr_scale"] for r in opt.summary_rows()}
     assert rows["l0/kernel"] == pytest.approx(0.25 * 2 / 3, rel=1e-6)
     assert rows["l1/kernel"] == pytest.approx(0.5 * 2 / 3, rel=1e-6)
     assert rows["l2/kernel"] == 1.0
@@ -305,7 +305,7 @@ def test_rules_round_trip_through_model_save_and_load(tmp_path):
         r.get_config() for r in model.optimizer.rules
     ]
     assert loaded.optimizer.get_rule("transformer_layer_0").lr_scale == LinearWarmup(0.7**2, 3)
-    for a, b in zip(lw.summary_rows(loaded.optimizer), lw.summary_rows(model.optimizer), strict=True):
+    for a, b in zip(loaded.optimizer.summary_rows(), model.optimizer.summary_rows(), strict=True):
         assert (a["path"], a["rules"], a["weight_decay"]) == (b["path"], b["rules"], b["weight_decay"])
         assert a["lr_scale"] == pytest.approx(b["lr_scale"], rel=1e-6)
     loaded.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)

@@ -98,7 +98,7 @@ def test_effective_learning_rate_per_step_in_fit(jit_compile):
     # Step 0 runs at scale 0: l0 did not move, the other layers did.
     assert [np.array_equal(a, b) for a, b in zip(after, before)] == [True, True] + [False] * 4
     for step in range(1, 7):
-        rows = {r["path"]: r for r in lw.summary_rows(opt)}
+        rows = {r["path"]: r for r in opt.summary_rows()}
         assert rows["l0/kernel"]["effective_lr"] == pytest.approx(0.1 * schedule.value_at(step), rel=1e-6)
         assert rows["l1/kernel"]["effective_lr"] == pytest.approx(0.1, rel=1e-6)
         model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)

@@ -49,7 +49,7 @@ def _value(v):
     return np.array(keras.ops.convert_to_numpy(v))
 
 
-def train(distribution, clip=True, **options):
+def train(distribution, clip=True, group=False, **options):
     keras.distribution.set_distribution(distribution)
     try:
         model = helpers.mlp(seed=0)
@@ -64,7 +64,8 @@ def train(distribution, clip=True, **options):
                     name="mid",
                 ),
                 lw.Rule("l2/bias", frozen=True, name="frozen"),
-            ],
+            ] + ([lw.Rule("l2/kernel", optimizer=keras.optimizers.SGD(0.05, momentum=0.9), name="head")]
+                 if group else []),
             **options,
         )
         model.compile(opt, "mse", jit_compile=True)
@@ -115,7 +116,7 @@ print("max_abs_diff", max(float(np.max(np.abs(a - b))) for a, b in zip(single[1]
 
 # Accumulation (2 micro-batches per step), EMA, non-finite skipping and
 # diagnostics: the conditional step and the extra state under DataParallel.
-OPTIONS = dict(accumulate_steps=2, ema=0.5, skip_nonfinite=True, log=("grad_norm",))
+OPTIONS = dict(accumulate_steps=2, ema=0.5, skip_nonfinite=True, log=("grad_norm",), group=True)
 keras.backend.clear_session()
 single_options = train(None, **OPTIONS)
 keras.backend.clear_session()

@@ -52,6 +52,33 @@ mirrored = train(MIRRORED)
 print("max_abs_diff", max(float(np.max(np.abs(a - b))) for a, b in zip(single, mirrored)))
 
 
+def train_groups(strategy):
+    """Group optimizers: Muon on a hidden matrix, SGD with momentum and its
+    own clipnorm on the head, AdamW (decay routed by Keras) elsewhere."""
+    with strategy.scope():
+        model = helpers.mlp()
+        opt = lw.LayerwiseOptimizer(
+            keras.optimizers.AdamW(0.01, weight_decay=0.05),
+            [
+                lw.Rule("l1/kernel", optimizer=keras.optimizers.Muon(0.02, weight_decay=0.1)),
+                lw.Rule("l2/.*", optimizer=keras.optimizers.SGD(0.05, momentum=0.9, clipnorm=0.1)),
+                lw.Rule("l0/.*", lr_scale=0.5),
+            ],
+        )
+        model.compile(opt, "mse")
+    x, y = helpers.data()
+    model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    state = [np.array(keras.ops.convert_to_numpy(v)) for v in opt.variables]
+    return helpers.weights(model) + state
+
+
+keras.backend.clear_session()
+single = train_groups(tf.distribute.get_strategy())
+keras.backend.clear_session()
+mirrored = train_groups(MIRRORED)
+print("max_abs_diff_groups", max(float(np.max(np.abs(a - b))) for a, b in zip(single, mirrored)))
+
+
 def train_with_transforms(strategy, batch_size=16, callbacks=(), **options):
     """Rule transforms, the inner global clip, non-finite skipping, EMA and
     diagnostics: each must see the all-reduced gradient. Returns the

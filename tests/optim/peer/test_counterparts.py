@@ -1,4 +1,4 @@
-"""Public counterparts of Keras tests whose private reads hide an engine bug.
+"""Public counterparts of Keras tests whose private reads would hide a bug.
 
 Each test replays the steps of one Keras test (named in its docstring) on a
 plain Keras optimizer and on the wrapped one, and compares what the public

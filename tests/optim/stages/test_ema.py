@@ -95,6 +95,23 @@ def test_evaluate_with_ema_validates_with_the_averages(jit_compile):
     assert not np.isclose(raw, averaged, rtol=1e-4)
 
 
+def test_evaluate_with_ema_before_the_first_real_step_uses_raw_weights(jit_compile):
+    """An epoch of 2 batches with `accumulate_steps=4`: the first epoch's
+    validation comes before any real step, so it runs on the raw weights
+    (and says so); the second uses the averages."""
+    x, y = helpers.data(n=32, seed=1)
+    model = helpers.mlp()
+    opt = lw.LayerwiseOptimizer(keras.optimizers.Adam(0.01), accumulate_steps=4, ema=0.7)
+    model.compile(optimizer=opt, loss="mse", jit_compile=jit_compile)
+    history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0,
+                        validation_data=(x, y), callbacks=[lw.callbacks.EvaluateWithEMA()])
+    assert history.history["val_ema_weights"] == [0.0, 1.0]
+    assert int(opt.iterations) == 1
+    with lw.ema_weights(model):
+        averaged = model.evaluate(x, y, verbose=0)
+    np.testing.assert_allclose(history.history["val_loss"][-1], averaged, rtol=1e-5)
+
+
 def test_ema_errors():
     for bad in (1.0, -0.1, "0.9", float("nan")):
         with pytest.raises(ValueError, match="`ema` must be a momentum in"):
@@ -104,8 +121,23 @@ def test_ema_errors():
     with pytest.raises(ValueError, match="must keep an EMA"):
         with lw.ema_weights(model):
             pass
-    with pytest.raises(ValueError, match="ema_overwrite_frequency"):
-        lw.LayerwiseOptimizer(keras.optimizers.Adam(use_ema=True, ema_overwrite_frequency=3))
+    with pytest.raises(ValueError, match="`ema_overwrite_frequency` needs an EMA"):
+        lw.LayerwiseOptimizer(keras.optimizers.Adam(), ema_overwrite_frequency=3)
+    with pytest.raises(ValueError, match="`ema_overwrite_frequency` must be an int >= 1"):
+        lw.LayerwiseOptimizer(keras.optimizers.Adam(), ema=0.9, ema_overwrite_frequency=0)
+
+
+def test_ema_overwrite_frequency_taken_over_equals_keras(jit_compile):
+    """Keras' `use_ema` with `ema_overwrite_frequency=3`: every third step
+    the weights become their averages. Taken over from the inner optimizer,
+    the wrapper trains exactly as the plain optimizer."""
+    def make():
+        return keras.optimizers.Adam(0.01, use_ema=True, ema_momentum=0.8, ema_overwrite_frequency=3)
+
+    wrapped, _ = _fit(lw.LayerwiseOptimizer(make()), jit_compile)
+    plain, _ = _fit(make(), jit_compile)
+    assert wrapped.optimizer.ema_overwrite_frequency == 3
+    helpers.assert_weights_close(helpers.weights(wrapped), helpers.weights(plain), rtol=1e-6, atol=1e-7)
 
 
 def test_keras_swap_ema_weights_cannot_find_our_averages():

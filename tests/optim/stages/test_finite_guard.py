@@ -11,7 +11,7 @@ from tests import helpers
 
 def _state(opt, variables):
     values = [keras.ops.convert_to_numpy(v) for v in variables]
-    values += [keras.ops.convert_to_numpy(v) for v in opt.variables if v is not opt._skipped_steps]
+    values += [keras.ops.convert_to_numpy(v) for v in opt.variables if v is not opt.skipped_steps]
     return [np.array(v) for v in values]
 
 

@@ -1,0 +1,119 @@
+"""Per-rule diagnostics computed at every real step (`log=`).
+
+For each rule, over its non-frozen variables: `"lr"` (the learning rate of
+the rule's optimizer times the rule's multiplier), `"grad_norm"` (L2 norm of
+the processed gradients, as the update sees them) and `"update_ratio"`
+(norm of the step's weight change over the norm of the weights before it).
+They are written into float32 optimizer variables, read with
+`LayerwiseOptimizer.diagnostics()` or in `fit`'s logs with
+`layerwise.callbacks.LogDiagnostics`.
+"""
+
+import keras
+from keras import ops
+
+from layerwise import _validation
+from layerwise.optim import plan as plan_lib
+
+STATS = ("lr", "grad_norm", "update_ratio")
+
+
+def check_stats(value):
+    """`log` as a tuple of names among `STATS`, without duplicates."""
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, (list, tuple)) or any(s not in STATS for s in value):
+        raise ValueError(
+            f"`log` must be a tuple of names among {STATS}. Received: log={value!r}"
+        )
+    return tuple(dict.fromkeys(value))
+
+
+class Diagnostics:
+    """The log variables and what fills them.
+
+    Args:
+        stats: Names among `STATS`; empty turns the stage off.
+        rule_names: The wrapper's rule names, in order.
+        add_scalar: Callable creating one float32 scalar of the wrapper's
+            state, by name.
+    """
+
+    def __init__(self, stats, rule_names, add_scalar):
+        self.stats = stats
+        self.variables = {
+            f"{stat}/{rule}": add_scalar(f"log_{stat}_{_validation.variable_name(rule)}")
+            for stat in stats
+            for rule in rule_names
+        }
+
+    @property
+    def enabled(self):
+        return bool(self.stats)
+
+    def snapshot(self, variables):
+        """The weights before the update, if `update_ratio` needs them."""
+        if "update_ratio" not in self.stats:
+            return None
+        return [ops.copy(v.value) for v in variables]
+
+    def record(self, plan, rules, optimizer_of_rule, rate_of, positions, grads, variables, before, step):
+        """Writes this step's per-rule statistics into the log variables.
+
+        Args:
+            plan: The optimizer's `Plan`.
+            rules: The optimizer's rules.
+            optimizer_of_rule: Per rule, the index of the optimizer it
+                sets, or `None`.
+            rate_of: Callable `optimizer index -> learning rate` (current).
+            positions, grads, variables: As the update saw them.
+            before: What `snapshot` returned.
+            step: The wrapper's step count.
+        """
+        if not self.enabled:
+            return
+        members = {rule.name: [] for rule in rules}
+        for i, position in enumerate(positions):
+            for name in plan.trainable[position].rules:
+                members[name].append(i)
+        for rule_index, rule in enumerate(rules):
+            idx = members[rule.name]
+            values = {}
+            if "lr" in self.stats:
+                rate = ops.cast(rate_of(_rate_source(plan, rule, optimizer_of_rule[rule_index])), "float32")
+                if rule.sets_lr_scale:
+                    rate = ops.multiply(rate, ops.cast(rule.scale_value(step), "float32"))
+                values["lr"] = rate
+            if "grad_norm" in self.stats:
+                values["grad_norm"] = _norm([grads[i] for i in idx])
+            if "update_ratio" in self.stats:
+                change = _norm([ops.subtract(variables[i].value, before[i]) for i in idx])
+                weight = _norm([before[i] for i in idx])
+                values["update_ratio"] = ops.divide(
+                    change, ops.maximum(weight, keras.backend.epsilon())
+                )
+            for stat, value in values.items():
+                self.variables[f"{stat}/{rule.name}"].assign(value)
+
+    def values(self):
+        return {
+            name: float(ops.convert_to_numpy(variable))
+            for name, variable in self.variables.items()
+        }
+
+
+def _rate_source(plan, rule, own_optimizer):
+    """The optimizer whose rate a rule's `lr` reports: the optimizer the
+    rule sets, else the one all its variables follow, else the inner one."""
+    if own_optimizer is not None:
+        return own_optimizer
+    followed = {p.optimizer for p in plan.variables if rule.name in p.rules}
+    if len(followed) == 1:
+        return followed.pop()
+    return plan_lib.DEFAULT
+
+
+def _norm(tensors):
+    if not tensors:
+        return ops.zeros((), "float32")
+    return ops.sqrt(sum(ops.sum(ops.square(ops.cast(t, "float32"))) for t in tensors))

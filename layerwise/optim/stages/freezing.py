@@ -1,0 +1,83 @@
+"""Freezing: which variables the step leaves alone.
+
+Frozen variables get no gradient processing, no update and no slots. With
+`skip_frozen_gradients` they are also marked `trainable=False` while frozen,
+so Keras' trainer computes no gradient for them (freezing by a rule then
+costs what `layer.trainable = False` costs), and marked back when they
+unfreeze.
+"""
+
+from keras import ops
+
+from layerwise._internals import optimizers as internals
+from layerwise.optim import plan as plan_lib
+
+
+class Freezing:
+    """Applies a plan's freezing to the variables and the step's inputs.
+
+    Args:
+        mark_untrainable: `skip_frozen_gradients`.
+        key: Callable `variable -> hashable`, how the wrapper identifies
+            a variable.
+    """
+
+    def __init__(self, mark_untrainable, key):
+        self.mark_untrainable = mark_untrainable
+        self._key = key
+        self._marked = set()
+        self._position = {}
+
+    def apply(self, plan):
+        """Marks the plan's frozen variables (and unmarks the unfrozen)."""
+        if self.mark_untrainable:
+            for p in plan.variables:
+                key = self._key(p.variable)
+                if p.frozen and p.variable.trainable:
+                    p.variable.trainable = False
+                    self._marked.add(key)
+                elif not p.frozen and key in self._marked:
+                    p.variable.trainable = True
+                    self._marked.discard(key)
+        self._position = {self._key(p.variable): i for i, p in enumerate(plan.trainable)}
+
+    def newly_trainable(self, plan):
+        """The variables of `plan` that the plan applied last froze."""
+        return [p.variable for p in plan.trainable if self._key(p.variable) not in self._position]
+
+    def trainable_subset(self, grads, variables):
+        """Drops frozen variables and missing gradients, and sets apart the
+        variables Keras overwrites with their gradient (float8 scales,
+        `variable.overwrite_with_gradient`).
+
+        Returns:
+            Positions in `plan.trainable`, gradients and variables to
+            update, and `(gradient, variable)` pairs to overwrite.
+
+        Raises:
+            ValueError: As Keras, when no variable has a gradient.
+        """
+        if all(g is None for g in grads):
+            raise ValueError("No gradients provided for any variable.")
+        kept, overwrites, missing = [], [], []
+        for grad, variable in zip(grads, variables):
+            position = self._position.get(self._key(variable))
+            if position is None:
+                continue
+            if grad is None:
+                missing.append(plan_lib.path_of(variable))
+                continue
+            if not ops.is_tensor(grad):
+                grad = ops.convert_to_tensor(grad, dtype=variable.dtype)
+            # `getattr`: raw `tf.Variable`s, which Keras' TensorFlow
+            # optimizers accept too, have no such flag.
+            if getattr(variable, "overwrite_with_gradient", False):
+                overwrites.append((grad, variable))
+            else:
+                kept.append((position, grad, variable))
+        if missing:
+            internals.warn_missing_gradients(missing)
+        if not kept:
+            return [], [], [], overwrites
+        positions, grads, variables = (list(x) for x in zip(*kept))
+        return positions, grads, variables, overwrites

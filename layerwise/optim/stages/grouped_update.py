@@ -1,0 +1,202 @@
+"""The grouped update: every optimizer, its variables, one call per group.
+
+This is where the learning-rate multiplier enters the update. Each update
+group (variables sharing one slot-holding optimizer, one set of multiplier
+rules and one decay override) decays and updates its variables with that
+optimizer's own weight decay and update rule at `learning_rate * scale`,
+where `learning_rate` is the current rate of the optimizer the rules
+assign (the inner one, or a rule's `optimizer`). Each variable therefore
+follows exactly the trajectory it would follow under its optimizer built
+with that learning rate, for every update rule (Adam's normalization never
+sees the multiplier, because the gradient is left alone).
+
+Optimizers, by index: 0 is the inner optimizer, 1..n the distinct
+optimizers of the rules; after them come the fresh optimizers created when
+variables are unfrozen at runtime, each with the class and configuration of
+the optimizer it replaces (its *source*, whose learning rate it follows)
+and a step count of its own.
+"""
+
+import keras
+from keras import ops
+
+from layerwise._internals import optimizers as internals
+from layerwise.optim import plan as plan_lib
+
+
+class GroupedUpdate:
+    """Owns the optimizers that hold slots and runs the grouped update.
+
+    Args:
+        optimizers: The inner optimizer, then the rules' optimizers.
+    """
+
+    def __init__(self, optimizers):
+        self.optimizers = tuple(optimizers)
+        self.updaters = list(optimizers)
+        self.sources = list(range(len(optimizers)))
+        self._step_states = [() for _ in optimizers]
+        # Per fresh optimizer, in creation order: its source and the paths
+        # of its variables (saved in the config to rebuild the same state).
+        self.fresh = []
+        self._ratios = None
+
+    @property
+    def variables(self):
+        variables = []
+        for updater in self.updaters:
+            variables.extend(updater.variables)
+        return variables
+
+    def build(self, variables_of):
+        """Builds each rule-level optimizer on its variables.
+
+        Args:
+            variables_of: Per optimizer index, the variables it holds slots
+                for (possibly none).
+        """
+        for index, optimizer in enumerate(self.optimizers):
+            optimizer.build(list(variables_of[index]))
+            self._adopt(index, optimizer)
+
+    def _adopt(self, index, optimizer):
+        # The wrapper sums replicas' gradients before any transform.
+        internals.leave_all_reduce_to_caller(optimizer)
+        internals.track_step_state(optimizer)
+        self._step_states[index] = tuple(internals.step_state(optimizer))
+
+    def add_fresh(self, source, variables, paths=None):
+        """A fresh optimizer of the source's class and configuration for
+        `variables`, with zero slots and a step count starting at 0.
+
+        Returns:
+            Its index.
+        """
+        base = self.optimizers[source]
+        config = base.get_config()
+        config["name"] = f"{base.name}_unfrozen_{len(self.updaters)}"
+        with internals.variable_creation_scope(base):
+            fresh = type(base).from_config(config)
+            fresh.build(list(variables))
+        internals.copy_decay_exclusion(base, fresh)
+        index = len(self.updaters)
+        self.updaters.append(fresh)
+        self.sources.append(source)
+        self._step_states.append(())
+        self._adopt(index, fresh)
+        self.fresh.append(
+            (source, list(paths) if paths is not None else [plan_lib.path_of(v) for v in variables])
+        )
+        return index
+
+    def learning_rate(self, updater):
+        """The current base learning rate of an updater's group (schedules
+        evaluated at its source's step count)."""
+        return internals.current_learning_rate(self.optimizers[self.sources[updater]])
+
+    def apply(self, plan, rules, positions, grads, variables):
+        """Decays and updates each group at its rate; counts the steps of
+        every optimizer called except the inner one (the caller counts
+        that one last: it is the wrapper's step).
+
+        Args:
+            plan: The optimizer's `Plan`.
+            rules: The optimizer's rules (their multipliers are read here).
+            positions, grads, variables: Positions in `plan.trainable`,
+                processed gradients (on TensorFlow already summed over
+                replicas) and the variables.
+        """
+        step = internals.iterations_variable(self.optimizers[0])
+        index_of = {p: i for i, p in enumerate(positions)}
+        scales = {}
+        rates = {}
+        saved = self._saved_step_states(plan)
+        called = set()
+        for group in plan.groups:
+            idx = [index_of[p] for p in group.indices if p in index_of]
+            if not idx:
+                continue
+            updater = self.updaters[group.updater]
+            if group.updater not in rates:
+                rates[group.updater] = self.learning_rate(group.updater)
+            learning_rate = rates[group.updater]
+            for rule_index in group.scale_rules:
+                if rule_index not in scales:
+                    value = rules[rule_index].scale_value(step)
+                    scales[rule_index] = ops.cast(value, "float32")
+                learning_rate = ops.multiply(learning_rate, scales[rule_index])
+            group_vars = [variables[i] for i in idx]
+            group_grads = [grads[i] for i in idx]
+            if group.weight_decay is None:
+                internals.apply_weight_decay(updater, group_vars, learning_rate)
+            elif group.weight_decay:
+                internals.decay_weights(updater, group_vars, group.weight_decay, learning_rate)
+            if group.updater in saved and group.updater in called:
+                # Per-step state (Nadam's `_u_product`) must advance once per
+                # step, not once per group: every group starts from the same
+                # pre-step value, so the last group leaves it advanced once.
+                for state, value in zip(self._step_states[group.updater], saved[group.updater]):
+                    state.assign(value)
+            internals.backend_update_step(updater, group_grads, group_vars, learning_rate)
+            called.add(group.updater)
+        for index in sorted(called - {0}):
+            internals.iterations_variable(self.updaters[index]).assign_add(1)
+
+    def _saved_step_states(self, plan):
+        saved = {}
+        for updater in {g.updater for g in plan.groups}:
+            calls = sum(1 for g in plan.groups if g.updater == updater)
+            if calls > 1 and self._step_states[updater]:
+                saved[updater] = [
+                    ops.copy(ops.convert_to_tensor(s)) for s in self._step_states[updater]
+                ]
+        return saved
+
+    # ------------------------------------------------------------------
+    # The base learning rate, as Keras' learning-rate callbacks set it.
+
+    def set_learning_rate(self, value):
+        """Sets the inner optimizer's learning rate to `value` and moves
+        every rule optimizer's rate by the same factor, so the ratios
+        between groups stay as they were.
+
+        The ratios are read from the current rates when the inner rate is
+        not zero, else the last ratios seen are kept (a rate set to 0 and
+        back restores every group). Nothing changes if one of the rates is
+        a schedule (Keras refuses to set those too).
+        """
+        wrapped = self.optimizers[0]
+        for optimizer in self.optimizers:
+            if not _settable(optimizer):
+                raise TypeError(
+                    f"The learning rate of {optimizer.name!r} is a schedule "
+                    "or a callable, so setting the base learning rate (as "
+                    "`LearningRateScheduler` and `ReduceLROnPlateau` do) cannot "
+                    "move it by the same factor. Use a float learning rate "
+                    "in every optimizer of the wrapper, or a schedule in "
+                    "every one and no such callback."
+                )
+        ratios = self.learning_rate_ratios()
+        wrapped.learning_rate = value
+        for optimizer, ratio in zip(self.optimizers[1:], ratios[1:]):
+            optimizer.learning_rate = float(value) * ratio
+        self._ratios = ratios
+
+    def learning_rate_ratios(self):
+        """Each rule-level optimizer's learning rate over the inner one's."""
+        rates = [float(ops.convert_to_numpy(o.learning_rate)) for o in self.optimizers]
+        if rates[0] == 0.0 and self._ratios is not None:
+            return list(self._ratios)
+        if rates[0] == 0.0:
+            return [1.0] * len(rates)
+        return [rate / rates[0] for rate in rates]
+
+    def restore_ratios(self, ratios):
+        """Ratios saved in a config (used while the base rate is 0)."""
+        self._ratios = list(ratios) if ratios is not None else None
+
+
+def _settable(optimizer):
+    # Keras keeps a float learning rate in a variable; a schedule or a
+    # callable in the attribute itself.
+    return isinstance(internals.learning_rate_holder(optimizer), keras.Variable)
