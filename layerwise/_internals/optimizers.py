@@ -33,16 +33,44 @@ def backend_update_step(optimizer, grads, variables, learning_rate):
     optimizer._backend_update_step(grads, variables, learning_rate)
 
 
-def apply_weight_decay(optimizer, variables, learning_rate):
-    """The optimizer's own decoupled weight decay of `variables`, as if its
-    learning rate were `learning_rate`.
+def _keras_decay_rules():
+    # The backend's `_apply_weight_decay` (TensorFlow's and torch's override
+    # the base one) and Muon's, which routes the coefficient per variable.
+    return (
+        keras.optimizers.Optimizer._apply_weight_decay,
+        keras.optimizers.Muon._apply_weight_decay,
+    )
 
-    Keras' `_apply_weight_decay` reads the rate from the optimizer (Muon's
-    override routes the coefficient per variable, TensorFlow's runs under
-    `tf.distribute`, torch's is one fused kernel); a per-instance attribute
-    shadows `_get_current_learning_rate` for the duration of the call, so
-    the optimizer decays with its own rules at the group's rate.
+
+def apply_weight_decay(optimizer, variables, learning_rate):
+    """The optimizer's own decoupled weight decay of `variables`, at
+    `learning_rate` instead of its own rate.
+
+    For Keras' optimizers the coefficient of each variable is the one their
+    `_apply_weight_decay` would use (`exclude_from_weight_decay`, Muon's
+    routing: `decay_coefficient`), applied with the same operations
+    (`decay_weights`). Keras' `_apply_weight_decay` reads the rate from the
+    optimizer, so it cannot run at a group's rate; a subclass with a decay
+    rule of its own is run with its rate shadowed for the call (one device
+    only: replicas of `tf.distribute` run it in several threads).
     """
+    if type(optimizer)._apply_weight_decay in _keras_decay_rules():
+        by_coefficient = {}
+        for variable in variables:
+            coefficient = decay_coefficient(optimizer, variable)
+            if coefficient:
+                by_coefficient.setdefault(coefficient, []).append(variable)
+        for coefficient, members in by_coefficient.items():
+            decay_weights(optimizer, members, coefficient, learning_rate)
+        return
+    if _replicas() > 1:
+        raise ValueError(
+            f"{type(optimizer).__name__} overrides `_apply_weight_decay`, which "
+            "LayerwiseOptimizer can run at a group's learning rate on one "
+            "device only, not under a tf.distribute strategy with several "
+            "replicas. Set its `weight_decay` to None and give the groups "
+            "`Rule(..., weight_decay=...)` instead."
+        )
     # `object.__setattr__`: the optimizer's own `__setattr__` would track
     # the function as state (and TensorFlow's as a checkpoint dependency).
     object.__setattr__(optimizer, "_get_current_learning_rate", lambda: learning_rate)
@@ -52,11 +80,21 @@ def apply_weight_decay(optimizer, variables, learning_rate):
         object.__delattr__(optimizer, "_get_current_learning_rate")
 
 
+def _replicas():
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    return 1 if context is None else context.num_replicas_in_sync
+
+
 def decay_weights(optimizer, variables, weight_decay, learning_rate):
     """Decoupled weight decay with an explicit coefficient, `v <- v - v *
-    weight_decay * learning_rate`, computed as Keras' own optimizers do on
-    each backend (one fused `torch._foreach_mul_` on torch)."""
-    if keras.backend.backend() == "torch":
+    weight_decay * learning_rate`, computed with the operations of the
+    optimizer's own decay: one fused `torch._foreach_mul_` for Keras' torch
+    optimizers, a per-variable assignment for the others (Muon included)."""
+    if keras.backend.backend() == "torch" and not isinstance(optimizer, keras.optimizers.Muon):
         import torch
 
         torch._foreach_mul_(
@@ -182,6 +220,12 @@ def own_variables(optimizer):
     """The variables the optimizer created itself (`add_variable`), in
     creation order, without those of optimizers it wraps."""
     return optimizer._variables
+
+
+def base_counter_and_rate(optimizer):
+    """The step counter and learning-rate variable Keras' base class creates
+    in every optimizer's constructor."""
+    return optimizer._iterations, optimizer._learning_rate
 
 
 def variable_key(optimizer, variable):

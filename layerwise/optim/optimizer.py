@@ -208,7 +208,7 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
         base class's copies are no state of this optimizer. They stay
         tracked (TensorFlow's checkpoints refuse a list that shrank).
         """
-        unused = (self._iterations, self._learning_rate)
+        unused = internals.base_counter_and_rate(self)
         return [v for v in internals.own_variables(self) if not any(v is u for u in unused)]
 
     @property

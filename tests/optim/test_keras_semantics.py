@@ -166,3 +166,31 @@ def test_exclude_from_weight_decay_after_build_is_refused():
     opt.build(model.trainable_variables)
     with pytest.raises(ValueError, match="before the optimizer is built"):
         opt.exclude_from_weight_decay(var_names=["bias"])
+
+
+class _DoubleDecaySGD(keras.optimizers.SGD):
+    """A user optimizer with a decay rule of its own (twice Keras')."""
+
+    def _apply_weight_decay(self, variables):
+        for variable in variables:
+            lr = keras.ops.cast(self.learning_rate, variable.dtype)
+            variable.assign(variable - variable * 2.0 * self.weight_decay * lr)
+
+
+def test_a_custom_decay_rule_runs_at_the_group_rate():
+    """An optimizer overriding `_apply_weight_decay` keeps its rule, at the
+    learning rate of each group (here 0.5 x)."""
+    w = keras.Variable(np.ones(3, "float32"), name="w")
+    v = keras.Variable(np.ones(3, "float32"), name="v")
+    opt = lw.LayerwiseOptimizer(_DoubleDecaySGD(0.1, weight_decay=0.1), [lw.Rule(v, lr_scale=0.5)])
+    reference_w = keras.Variable(np.ones(3, "float32"), name="ref_w")
+    reference_v = keras.Variable(np.ones(3, "float32"), name="ref_v")
+    plain_w, plain_v = _DoubleDecaySGD(0.1, weight_decay=0.1), _DoubleDecaySGD(0.05, weight_decay=0.1)
+    g = np.full(3, 0.5, "float32")
+    for _ in range(3):
+        opt.apply([g, g], [w, v])
+        plain_w.apply([g], [reference_w])
+        plain_v.apply([g], [reference_v])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(w), keras.ops.convert_to_numpy(reference_w), rtol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(v), keras.ops.convert_to_numpy(reference_v), rtol=1e-6)
+    assert float(keras.ops.convert_to_numpy(opt.inner_optimizer.learning_rate)) == pytest.approx(0.1)

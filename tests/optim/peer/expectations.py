@@ -141,6 +141,15 @@ KNOWN = {
     "muon_test.MuonTest.test_should_use_adamw": (
         "calls Muon's private `_should_use_adamw` on the optimizer it built"
     ),
+    "muon_test.MuonTest.test_muon_weight_decay": Only(
+        "calls `_apply_weight_decay` on the optimizer it built: the wrapper "
+        "inherits Keras' implementation, which on TensorFlow and JAX reads "
+        "`learning_rate` (the inner optimizer's, so it decays as Muon's "
+        "would here) but on torch reads the private "
+        "`_get_current_learning_rate`, the wrapper's own unused rate; "
+        "through `apply` the wrapper decays as plain Muon on every backend",
+        backends=("torch",),
+    ),
     "muon_test.MuonTest.test_adamw_weight_decay": (
         "calls Muon's private `_apply_weight_decay`; through `apply`, the "
         "wrapper decays as plain Muon (`weight_decay` for the matrices, "

@@ -1,0 +1,72 @@
+"""The grouped update stage on its own: one update call per group, per-step
+state advanced once per step, step counts, and the base-rate ratios."""
+
+import keras
+import numpy as np
+import pytest
+
+from layerwise._internals import optimizers as internals
+from layerwise.optim import plan as plan_lib
+from layerwise.optim import rules as rules_lib
+from layerwise.optim.stages import grouped_update
+
+
+def _setup(optimizers, rules, variables, optimizer_of_rule):
+    bound = [rule.bind(f"r{i}", None) for i, rule in enumerate(rules)]
+    plan = plan_lib.make_plan(bound, variables, optimizer_of_rule)
+    updates = grouped_update.GroupedUpdate(optimizers)
+    updates.build(plan_lib.slot_holders(plan, len(optimizers)))
+    return bound, plan, updates
+
+
+def test_nadam_step_state_advances_once_for_several_groups():
+    """Two groups of one Nadam: `_u_product` advances once per step, so the
+    result equals one Nadam over both variables."""
+    a = keras.Variable(np.ones(2, "float32"), name="a")
+    b = keras.Variable(np.ones(2, "float32"), name="b")
+    rules = [rules_lib.Rule(a, lr_scale=1.0)]  # a second group, same rate
+    bound, plan, updates = _setup([keras.optimizers.Nadam(0.1)], rules, [a, b], [None])
+    assert len(plan.groups) == 2
+    ref = [keras.Variable(np.ones(2, "float32")) for _ in range(2)]
+    plain = keras.optimizers.Nadam(0.1)
+    g = [keras.ops.convert_to_tensor([0.5, -1.0]), keras.ops.convert_to_tensor([2.0, 0.1])]
+    for _ in range(3):
+        with internals.update_context():  # as the facade runs it (torch: no autograd)
+            updates.apply(plan, bound, [0, 1], g, [a, b])
+        updates.optimizers[0].iterations.assign_add(1)  # the facade counts the inner one
+        plain.apply(g, ref)
+    for v, r in zip([a, b], ref):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(v), keras.ops.convert_to_numpy(r), rtol=1e-6)
+
+
+def test_rule_optimizers_count_their_own_steps_and_the_inner_one_is_left_to_the_caller():
+    a = keras.Variable(np.ones(2, "float32"), name="a")
+    b = keras.Variable(np.ones(2, "float32"), name="b")
+    sgd = keras.optimizers.SGD(0.1)
+    rules = [rules_lib.Rule(b, optimizer=sgd)]
+    bound, plan, updates = _setup([keras.optimizers.SGD(0.1), sgd], rules, [a, b], [1])
+    with internals.update_context():
+        updates.apply(plan, bound, [0, 1], [keras.ops.ones(2)] * 2, [a, b])
+    assert [int(o.iterations) for o in updates.updaters] == [0, 1]
+
+
+def test_fresh_optimizer_follows_its_source_rate_with_its_own_state():
+    a = keras.Variable(np.ones(2, "float32"), name="a")
+    inner = keras.optimizers.Adam(0.1, weight_decay=None)
+    bound, plan, updates = _setup([inner], [], [a], [])
+    index = updates.add_fresh(0, [a])
+    assert updates.sources[index] == 0 and type(updates.updaters[index]) is type(inner)
+    assert updates.fresh == [(0, ["a"])]
+    inner.learning_rate = 0.2
+    assert float(keras.ops.convert_to_numpy(updates.learning_rate(index))) == pytest.approx(0.2)
+
+
+def test_learning_rate_ratios_survive_a_zero_base_rate():
+    updates = grouped_update.GroupedUpdate(
+        [keras.optimizers.Adam(0.01), keras.optimizers.SGD(0.05)]
+    )
+    updates.set_learning_rate(0.0)
+    updates.set_learning_rate(0.02)
+    rates = [float(keras.ops.convert_to_numpy(o.learning_rate)) for o in updates.optimizers]
+    np.testing.assert_allclose(rates, [0.02, 0.1], rtol=1e-6)
+    assert updates.learning_rate_ratios() == pytest.approx([1.0, 5.0])
