@@ -37,7 +37,6 @@ import argparse
 import math
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(__file__))
@@ -47,7 +46,7 @@ import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
 import layerwise as lw  # noqa: E402
-from common import instance_times, state_bytes  # noqa: E402
+from common import instance_times, state_bytes, warmed_up  # noqa: E402
 
 D, HEADS, MLP, T, VOCAB, LAYERS = 256, 4, 1024, 16, 4000, 12
 DECAY = 0.75
@@ -209,14 +208,7 @@ def main():
             optimizers[kind] = model.optimizer
             run = lambda: model.fit(x, y, batch_size=args.batch_size, epochs=1,  # noqa: E731
                                     shuffle=False, verbose=0)
-        start = time.perf_counter()
-        try:
-            run()  # warm-up: trace / compile
-        except Exception as error:  # A Keras anchor may fail on a backend.
-            failed[kind] = f"{type(error).__name__}: {error}"
-            return lambda: None
-        first[kind] = time.perf_counter() - start
-        return run
+        return warmed_up(kind, run, first, failed)
 
     med, spread = instance_times(make_run, kinds, args.instances, args.repeats, per_run=args.steps)
     params = sum(int(np.prod(v.shape)) for v in model_fn().trainable_variables)

@@ -104,3 +104,20 @@ def instance_times(make_run, kinds, instances, repeats, per_run=1):
         values = [med[(k, i)] for i in range(instances)]
         best[k], spread[k] = min(values), (min(values), max(values))
     return best, spread
+
+
+def warmed_up(kind, run, first, failed):
+    """Runs `run` once (trace / compile) and returns it to be timed.
+
+    Records the warm-up's seconds in `first[kind]`; a configuration that
+    raises (a Keras anchor may fail on a backend) goes into `failed[kind]`
+    with its error and is timed as a no-op, so the others still compare.
+    """
+    start = time.perf_counter()
+    try:
+        run()
+    except Exception as error:
+        failed[kind] = f"{type(error).__name__}: {str(error)[:200]}"
+        return lambda: None
+    first[kind] = time.perf_counter() - start
+    return run

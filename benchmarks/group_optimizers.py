@@ -29,7 +29,6 @@ Usage:
 import os
 import re
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(__file__))
@@ -39,7 +38,7 @@ import numpy as np  # noqa: E402
 
 import layerwise as lw  # noqa: E402
 from anchors import DECAY, T, TRANSFORMER_BLOCKS, VOCAB, transformer  # noqa: E402
-from common import fit_arguments, instance_times, state_bytes  # noqa: E402
+from common import fit_arguments, instance_times, state_bytes, warmed_up  # noqa: E402
 
 HIDDEN = r"layer_\d+_(q|k|v|o|fc1|fc2)/kernel"
 
@@ -91,14 +90,7 @@ def main():
         def run():
             model.fit(x, y, batch_size=args.batch_size, epochs=1, shuffle=False, verbose=0)
 
-        start = time.perf_counter()
-        try:
-            run()  # warm-up: trace / compile
-        except Exception as error:  # A Keras anchor may fail on a backend.
-            failed[kind] = f"{type(error).__name__}: {str(error)[:200]}"
-            return lambda: None
-        first[kind] = time.perf_counter() - start
-        return run
+        return warmed_up(kind, run, first, failed)
 
     med, spread = instance_times(make_run, kinds, args.instances, args.repeats, per_run=args.steps)
     reference = "multi_optimizer" if "multi_optimizer" not in failed else "muon_alone"

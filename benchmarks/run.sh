@@ -15,6 +15,7 @@ for mode in "${modes[@]}"; do
   set -- $mode
   run "$1" benchmarks/anchors.py ${2:-} --repeats 5 --steps 10
   run "$1" benchmarks/anchors.py ${2:-} --model cnn --repeats 5 --steps 30 --batch-size 32
+  run "$1" benchmarks/group_optimizers.py ${2:-} --repeats 5 --steps 10
   run "$1" benchmarks/fit_overhead.py ${2:-} --repeats 9 --log
   run "$1" benchmarks/apply_only.py ${2:-} --repeats 9 --calls 5
   run "$1" benchmarks/apply_only.py ${2:-} --variables mlp --repeats 9 --calls 20

@@ -18,8 +18,12 @@ for backend in tensorflow jax torch; do
   echo "=== KERAS_BACKEND=$backend ==="
   start=$(date +%s)
   files+=("$reports/$backend.xml")
-  # The report path comes last, so that it wins over one given in "$@".
-  KERAS_BACKEND=$backend .venv/bin/python -m pytest tests -p no:cacheprovider "$@" \
+  # Two workers (pytest-xdist) use both cores of a CI machine; a test file
+  # stays on one worker, in order, as the docs' notebooks need. `-n 0` in
+  # "$@" runs in one process. The report path comes last, so that it wins
+  # over one given in "$@".
+  KERAS_BACKEND=$backend .venv/bin/python -m pytest tests -p no:cacheprovider \
+    -n "${LAYERWISE_TEST_WORKERS:-2}" --dist loadfile "$@" \
     --junitxml="$reports/$backend.xml"
   rc=$?
   seconds=$(( $(date +%s) - start ))
