@@ -21,9 +21,9 @@ from layerwise.reparam.parametrize import is_parametrized
 from layerwise.reparam.parametrize import parametrizations
 from layerwise.reparam.parametrize import parametrize
 from layerwise.reparam.parametrize import remove_parametrization
-from layerwise.optim.recipes import detect_blocks
-from layerwise.optim.recipes import discriminative
-from layerwise.optim.recipes import layer_decay
+from layerwise.recipes.layer_decay import detect_blocks
+from layerwise.recipes.layer_decay import discriminative
+from layerwise.recipes.layer_decay import layer_decay
 from layerwise.optim.rules import Rule
 from layerwise.optim.schedules import LinearWarmup
 from layerwise.optim.schedules import warmup

@@ -12,3 +12,8 @@ PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # elsewhere fall back to PyPI's default build.
 "${PIP[@]}" "torch==2.13.0" 2>/dev/null || "${PIP[@]}" torch
 "${PIP[@]}" -e ".[tensorflow-cpu,jax,test,demo]"
+# keras-hub backbones (built from small configs, no weights) for the recipe
+# tests. Its tensorflow-text requirement would pull the full TensorFlow build
+# next to tensorflow-cpu; building a backbone needs only these.
+"${PIP[@]}" --no-deps "keras-hub>=0.22"
+"${PIP[@]}" absl-py packaging regex rich tokenizers sentencepiece

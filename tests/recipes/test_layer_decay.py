@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import layerwise as lw
-from layerwise.optim.recipes import detect_blocks
-from layerwise.optim.recipes import discriminative
-from layerwise.optim.recipes import layer_decay
+from layerwise.recipes.layer_decay import detect_blocks
+from layerwise.recipes.layer_decay import discriminative
+from layerwise.recipes.layer_decay import layer_decay
 from layerwise.optim.schedules import LinearWarmup
 from tests import helpers
 

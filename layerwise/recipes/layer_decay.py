@@ -141,7 +141,7 @@ def detect_blocks(model):
 
     Example:
 
-    >>> from layerwise.optim.recipes import detect_blocks
+    >>> from layerwise.recipes.layer_decay import detect_blocks
     >>> model = keras.Sequential([
     ...     keras.Input((8,)),
     ...     keras.layers.Dense(8, name="d1"),
@@ -311,7 +311,7 @@ def layer_decay(model, decay, *, blocks=None, warmup_steps=None):
 
     Example:
 
-    >>> from layerwise.optim.recipes import layer_decay
+    >>> from layerwise.recipes.layer_decay import layer_decay
     >>> model = keras.Sequential([
     ...     keras.Input((8,)),
     ...     keras.layers.Dense(8, name="d1"),
@@ -363,7 +363,7 @@ def discriminative(model, lr_range, *, blocks=None, warmup_steps=None):
 
     Example:
 
-    >>> from layerwise.optim.recipes import discriminative
+    >>> from layerwise.recipes.layer_decay import discriminative
     >>> model = keras.Sequential([
     ...     keras.Input((8,)),
     ...     keras.layers.Dense(8, name="d1"),

@@ -1,0 +1,1 @@
+"""One-call recipes that return plain `Rule`s or gradient transforms."""
