@@ -50,25 +50,24 @@ REAL_STEPS = 5
 CLIP = 0.05
 
 
-@keras.saving.register_keras_serializable(package="layerwise_tests")
 class Block(keras.layers.Layer):
     """Pre-norm transformer block: attention and a two-layer MLP."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, width, heads, hidden, **kwargs):
         super().__init__(**kwargs)
+        self.hidden = hidden
         self.norm_1 = keras.layers.LayerNormalization(name="norm_1")
-        self.attention = keras.layers.MultiHeadAttention(
-            HEADS, WIDTH // HEADS, name="attention")
+        self.attention = keras.layers.MultiHeadAttention(heads, width // heads, name="attention")
         self.norm_2 = keras.layers.LayerNormalization(name="norm_2")
-        self.mlp_in = keras.layers.Dense(HIDDEN, activation="gelu", name="mlp_in")
-        self.mlp_out = keras.layers.Dense(WIDTH, name="mlp_out")
+        self.mlp_in = keras.layers.Dense(hidden, activation="gelu", name="mlp_in")
+        self.mlp_out = keras.layers.Dense(width, name="mlp_out")
 
     def build(self, shape):
         self.norm_1.build(shape)
         self.attention.build(shape, shape)
         self.norm_2.build(shape)
         self.mlp_in.build(shape)
-        self.mlp_out.build(shape[:-1] + (HIDDEN,))
+        self.mlp_out.build(shape[:-1] + (self.hidden,))
 
     def call(self, x):
         h = self.norm_1(x)
@@ -76,12 +75,13 @@ class Block(keras.layers.Layer):
         return x + self.mlp_out(self.mlp_in(self.norm_2(x)))
 
 
-def transformer(seed=0):
+def transformer(seed=0, vocab=VOCAB, width=WIDTH, heads=HEADS, hidden=HIDDEN):
+    """Embedding, `block_0`, `block_1`, mean pooling, a Dense `head`."""
     keras.utils.set_random_seed(seed)
     tokens = keras.Input((SEQUENCE,), dtype="int32")
-    x = keras.layers.Embedding(VOCAB, WIDTH, name="embed")(tokens)
-    x = Block(name="block_0")(x)
-    x = Block(name="block_1")(x)
+    x = keras.layers.Embedding(vocab, width, name="embed")(tokens)
+    for i in range(2):
+        x = Block(width, heads, hidden, name=f"block_{i}")(x)
     x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
     return keras.Model(tokens, keras.layers.Dense(CLASSES, name="head")(x))
 
@@ -108,9 +108,10 @@ def model_parallel():
         layout_map=layout_map(mesh), batch_dim_name="batch")
 
 
-def layerwise_optimizer(model):
+def layerwise_optimizer(model, options=True):
     """AdamW under layer decay, a frozen block, a decay override, a binding
-    global clip, a group optimizer on the head, accumulation and EMA."""
+    global clip, a group optimizer on the head; with `options`, also
+    accumulation, EMA and per-rule gradient norms."""
     rules = lw.layer_decay(model, decay=0.7) + [
         lw.Rule("block_0/.*", frozen=True, name="frozen"),
         lw.Rule(".*(gamma|beta|bias)", weight_decay=0.0, name="no_decay"),
@@ -120,7 +121,7 @@ def layerwise_optimizer(model):
     ]
     return lw.LayerwiseOptimizer(
         keras.optimizers.AdamW(0.01, weight_decay=0.05), rules,
-        accumulate_steps=ACCUMULATE, ema=0.9, log=("grad_norm",),
+        **(dict(accumulate_steps=ACCUMULATE, ema=0.9, log=("grad_norm",)) if options else {}),
     )
 
 
