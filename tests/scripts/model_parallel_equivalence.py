@@ -55,7 +55,7 @@ class Block(keras.layers.Layer):
 
     def __init__(self, width, heads, hidden, **kwargs):
         super().__init__(**kwargs)
-        self.hidden = hidden
+        self.width, self.heads, self.hidden = width, heads, hidden
         self.norm_1 = keras.layers.LayerNormalization(name="norm_1")
         self.attention = keras.layers.MultiHeadAttention(heads, width // heads, name="attention")
         self.norm_2 = keras.layers.LayerNormalization(name="norm_2")
@@ -67,7 +67,11 @@ class Block(keras.layers.Layer):
         self.attention.build(shape, shape)
         self.norm_2.build(shape)
         self.mlp_in.build(shape)
-        self.mlp_out.build(shape[:-1] + (self.hidden,))
+        self.mlp_out.build(tuple(shape[:-1]) + (self.hidden,))
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width, "heads": self.heads,
+                "hidden": self.hidden}
 
     def call(self, x):
         h = self.norm_1(x)
@@ -247,12 +251,35 @@ def train(distribution, initial=None):
         }
         if distribution is not None:
             result["placement"] = placement(model, opt)
+            result["reloaded"] = reloaded_state_diff(model, opt)
             result["gathers"] = all_gathers(fitted_step(model, distribution).as_text())
             result["sharded_shapes"] = sorted({
                 tuple(w.shape) for w in model.weights if not w.value.sharding.is_fully_replicated})
         return result
     finally:
         keras.distribution.set_distribution(None)
+
+
+def reloaded_state_diff(model, optimizer):
+    """Saves the sharded model to a `.keras` file, loads it on one device
+    (no distribution): the largest difference of any weight or optimizer
+    variable."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "model.keras")
+        model.save(path)
+        distribution = keras.distribution.distribution()
+        keras.distribution.set_distribution(None)
+        try:
+            loaded = keras.models.load_model(path, custom_objects={"Block": Block})
+        finally:
+            keras.distribution.set_distribution(distribution)
+    return max(
+        _max_diff([_value(w) for w in model.weights], [_value(w) for w in loaded.weights]),
+        _max_diff([_value(v) for v in optimizer.variables],
+                  [_value(v) for v in loaded.optimizer.variables]),
+    )
 
 
 def plain_gathers():
@@ -297,6 +324,7 @@ def main():
     print("ema_max_abs_diff", _max_diff(single["averages"], parallel["averages"]))
     print("optimizer_state_max_abs_diff", _max_diff(single["state"], parallel["state"]))
     print("placement", parallel["placement"])
+    print("reloaded_max_abs_diff", parallel["reloaded"])
     print("warnings", parallel["warnings"])
     print("sharded_shapes", parallel["sharded_shapes"])
     print("all_gathers_plain", plain)
