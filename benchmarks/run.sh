@@ -28,3 +28,4 @@ run jax benchmarks/accumulation.py --jit --memory --width 1024
 run tensorflow benchmarks/accumulation.py --jit --memory --width 1024
 run jax benchmarks/jax_groups.py
 run jax benchmarks/jax_cond_copy.py
+run jax benchmarks/model_parallel_memory.py
