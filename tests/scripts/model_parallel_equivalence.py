@@ -203,8 +203,9 @@ def _reference(opt, model):
 
 
 def placement(model, optimizer):
-    """Per optimizer variable: its spec, and whether it matches its
-    variable's sharding (or, for a scalar, is replicated)."""
+    """Counts of the optimizer variables sharded like their variable and of
+    the replicated scalars, the paths of those that are neither, and the
+    number of sharded weights."""
     mismatched, per_variable, scalars = [], 0, 0
     for v in optimizer.variables:
         sharding = v.value.sharding
