@@ -7,6 +7,7 @@ every backend, fed the same numpy gradients and weights.
 import os
 
 import keras
+import jax
 import numpy as np
 import optax
 import pytest
@@ -16,25 +17,20 @@ from layerwise.optim.adaptive_clip import default_unit_axes
 from tests import helpers
 
 
-def _built(layer, input_shape):
-    layer.build(input_shape)
-    return layer
-
-
 def _layers():
     """Keras layers whose variables cover every default case."""
     return {
-        "dense": _built(keras.layers.Dense(5), (None, 4)),  # (4, 5), (5,)
-        "dense_1_in": _built(keras.layers.Dense(5), (None, 1)),  # (1, 5): one unit
-        "einsum_2d": _built(
+        "dense": helpers.built(keras.layers.Dense(5), (None, 4)),  # (4, 5), (5,)
+        "dense_1_in": helpers.built(keras.layers.Dense(5), (None, 1)),  # (1, 5): one unit
+        "einsum_2d": helpers.built(
             keras.layers.EinsumDense("ab,bc->ac", output_shape=5, bias_axes="c"), (None, 4)
         ),
-        "einsum_heads": _built(  # (in, heads, dim) = (6, 3, 4), bias (3, 4)
+        "einsum_heads": helpers.built(  # (in, heads, dim) = (6, 3, 4), bias (3, 4)
             keras.layers.EinsumDense("abc,cde->abde", output_shape=(None, 3, 4), bias_axes="de"),
             (None, 2, 6),
         ),
-        "conv2d": _built(keras.layers.Conv2D(4, 3), (None, 6, 6, 3)),  # (3, 3, 3, 4)
-        "conv3d": _built(keras.layers.Conv3D(2, 2), (None, 3, 3, 3, 2)),  # rank 5
+        "conv2d": helpers.built(keras.layers.Conv2D(4, 3), (None, 6, 6, 3)),  # (3, 3, 3, 4)
+        "conv3d": helpers.built(keras.layers.Conv3D(2, 2), (None, 3, 3, 3, 2)),  # rank 5
     }
 
 
@@ -59,16 +55,12 @@ def _numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
 
 
-def _apply(transform, grads, variables):
-    out = transform([keras.ops.convert_to_tensor(g) for g in grads], variables)
-    return [_numpy(g) for g in out]
-
-
 def _optax(grads, variables, **kwargs):
     tx = optax.adaptive_grad_clip(**kwargs)
     params = [_numpy(v) for v in variables]
-    updates, _ = tx.update(grads, tx.init(params), params)
-    return [np.asarray(u) for u in updates]
+    # One compiled program instead of one compilation per operation.
+    update = jax.jit(lambda g, p: tx.update(g, tx.init(p), p)[0])
+    return [np.asarray(u) for u in update(grads, params)]
 
 
 def _agc_numpy(g, w, clipping, eps, axes):
@@ -79,12 +71,12 @@ def _agc_numpy(g, w, clipping, eps, axes):
     return np.where(g_norm < max_norm, g, g * max_norm / np.maximum(g_norm, 1e-6))
 
 
-@pytest.mark.parametrize("clipping, eps", [(0.01, 1e-3), (0.1, 1e-3), (0.05, 0.5)])
+@pytest.mark.parametrize("clipping, eps", [(0.01, 1e-3), (0.1, 0.5)])
 def test_default_axes_equal_optax_on_keras_layers(clipping, eps):
     rng = np.random.default_rng(0)
     variables = _variables(_layers().values(), rng)
     grads = _gradients(variables, rng)
-    actual = _apply(lw.adaptive_clip(clipping, eps=eps), grads, variables)
+    actual = helpers.apply_transform(lw.adaptive_clip(clipping, eps=eps), grads, variables)
     expected = _optax(grads, variables, clipping=clipping, eps=eps)
     clipped = kept = 0
     for a, e, g, v in zip(actual, expected, grads, variables):
@@ -117,15 +109,15 @@ def test_conv1d_and_attention_output_with_axis_match_per_output_unit_formula():
     either way, is one unit per output channel (optax's default would be
     axis 0 there); the bias is one unit."""
     rng = np.random.default_rng(1)
-    conv1d = _built(keras.layers.Conv1D(5, 3), (None, 8, 4))  # (3, 4, 5)
-    out_proj = _built(  # (heads, dim, out) = (2, 3, 6), as MultiHeadAttention's output
+    conv1d = helpers.built(keras.layers.Conv1D(5, 3), (None, 8, 4))  # (3, 4, 5)
+    out_proj = helpers.built(  # (heads, dim, out) = (2, 3, 6), as MultiHeadAttention's output
         keras.layers.EinsumDense("abcd,cde->abe", output_shape=(None, 6), bias_axes="e"),
         (None, 7, 2, 3),
     )
     variables = _variables([conv1d, out_proj], rng)
     grads = _gradients(variables, rng)
     for axis in [(0, 1), (-3, -2), [1, 0]]:
-        actual = _apply(lw.adaptive_clip(0.02, axis=axis), grads, variables)
+        actual = helpers.apply_transform(lw.adaptive_clip(0.02, axis=axis), grads, variables)
         for a, g, v in zip(actual, grads, variables):
             axes = (0, 1) if len(v.shape) == 3 else None
             np.testing.assert_allclose(a, _agc_numpy(g, _numpy(v), 0.02, 1e-3, axes), rtol=1e-6, atol=1e-12)
@@ -139,9 +131,9 @@ def test_conv1d_and_attention_output_with_axis_match_per_output_unit_formula():
 def test_zero_gradient_stays_zero_and_zero_weights_use_eps():
     w = keras.Variable(np.zeros((3, 2), "float32"), name="w")
     zero, big = np.zeros((3, 2), "float32"), np.full((3, 2), 10.0, "float32")
-    (out,) = _apply(lw.adaptive_clip(0.1, eps=0.5), [zero], [w])
+    (out,) = helpers.apply_transform(lw.adaptive_clip(0.1, eps=0.5), [zero], [w])
     np.testing.assert_array_equal(out, 0.0)
-    (out,) = _apply(lw.adaptive_clip(0.1, eps=0.5), [big], [w])
+    (out,) = helpers.apply_transform(lw.adaptive_clip(0.1, eps=0.5), [big], [w])
     # Each column clipped to norm 0.1 * 0.5.
     np.testing.assert_allclose(np.linalg.norm(out, axis=0), [0.05, 0.05], rtol=1e-6)
 
@@ -202,9 +194,7 @@ def test_runs_once_per_real_step_on_the_accumulated_gradient():
     """Two micro-steps: one update by SGD(lr=1) with AGC of the mean
     gradient, not the mean of the micro-steps' clipped gradients."""
     rng = np.random.default_rng(2)
-    layers = [_built(keras.layers.Dense(4, name="d"), (None, 3)),
-              _built(keras.layers.Conv2D(2, 3, name="c"), (None, 5, 5, 2))]
-    variables = _variables(layers, rng)
+    variables = _variables([helpers.built(keras.layers.Dense(4, name="d"), (None, 3))], rng)
     w0 = [_numpy(v) for v in variables]
     micro = [_gradients(variables, rng) for _ in range(2)]
     opt = lw.LayerwiseOptimizer(
@@ -236,7 +226,7 @@ def test_saved_model_reloads_the_transforms_and_continues_identically(tmp_path):
 
     model = helpers.mlp()
     model.compile(lw.LayerwiseOptimizer(keras.optimizers.SGD(0.1), rules()), "mse", jit_compile=False)
-    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    model.optimizer.build(model.trainable_variables)
     path = os.path.join(tmp_path, "agc.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
