@@ -86,6 +86,7 @@ class AdaptiveClip(transforms.PerTensorTransform):
 
     def transform_one(self, grad, variable):
         axes = self.unit_axes(variable)
+        grad = ops.convert_to_tensor(grad)
         # Norms in at least float32: a float16 sum of squares overflows.
         dtype = keras.backend.result_type(grad.dtype, "float32")
         g = ops.cast(grad, dtype)

@@ -50,6 +50,7 @@ class Centralize(transforms.PerTensorTransform):
         axes = self.mean_axes(variable)
         if not axes:
             return grad
+        grad = ops.convert_to_tensor(grad)
         dtype = keras.backend.result_type(grad.dtype, "float32")
         mean = ops.mean(ops.cast(grad, dtype), axis=axes, keepdims=True)
         return grad - ops.cast(mean, grad.dtype)

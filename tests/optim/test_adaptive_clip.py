@@ -138,6 +138,12 @@ def test_zero_gradient_stays_zero_and_zero_weights_use_eps():
     np.testing.assert_allclose(np.linalg.norm(out, axis=0), [0.05, 0.05], rtol=1e-6)
 
 
+def test_no_variable_selected_is_a_no_op():
+    # What a rule whose selection is empty this step hands its transforms.
+    assert lw.adaptive_clip()([], []) == []
+    assert lw.centralize()([], []) == []
+
+
 def test_half_precision_gradient_keeps_its_dtype():
     w = keras.Variable(np.ones((300, 2), "float32"), name="w")
     g = keras.ops.full((300, 2), 100.0, dtype="float16")  # sum of squares > float16 max
