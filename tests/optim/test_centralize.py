@@ -77,10 +77,10 @@ def test_explicit_axis_averages_those_axes_of_rank_2_and_more():
         np.testing.assert_array_equal(out_bias, grads[1])
 
 
-@pytest.mark.parametrize("axis", [(), (1, 1), 0.5, False, "last"])
-def test_bad_axis_fails_early(axis):
-    with pytest.raises(ValueError, match="`axis` must be None, an int or a non-empty tuple"):
-        lw.centralize(axis=axis)
+def test_bad_axis_fails_early():
+    for axis in [(), (1, 1), 0.5, False, "last"]:
+        with pytest.raises(ValueError, match="`axis` must be None, an int or a non-empty tuple"):
+            lw.centralize(axis=axis)
 
 
 def test_axis_that_a_variable_lacks_names_it():
@@ -89,14 +89,14 @@ def test_axis_that_a_variable_lacks_names_it():
         lw.centralize(axis=2)([keras.ops.ones((3, 2))], [w])
 
 
-@pytest.mark.parametrize("transform", [lw.centralize(), lw.centralize(axis=(0, 1))], ids=repr)
-def test_serialization_round_trip(transform):
-    config = keras.saving.serialize_keras_object(transform)
-    assert config["registered_name"] == "layerwise>Centralize"
-    restored = keras.saving.deserialize_keras_object(config)
-    assert type(restored) is type(transform)
-    assert restored.get_config() == transform.get_config()
-    assert restored.axis == transform.axis
+def test_serialization_round_trip():
+    for transform in [lw.centralize(), lw.centralize(axis=(0, 1))]:
+        config = keras.saving.serialize_keras_object(transform)
+        assert config["registered_name"] == "layerwise>Centralize"
+        restored = keras.saving.deserialize_keras_object(config)
+        assert type(restored) is type(transform)
+        assert restored.get_config() == transform.get_config()
+        assert restored.axis == transform.axis
 
 
 def _centralized(g):
