@@ -13,6 +13,8 @@ from layerwise.observation.observe import Observe
 # backend): importable for existing code, left out of `__all__`.
 from layerwise.observation.observe import ObservedModel
 from layerwise.observation.observe import observe
+from layerwise.optim.adaptive_clip import adaptive_clip
+from layerwise.optim.centralize import centralize
 from layerwise.optim.ema_swap import ema_weights
 from layerwise.optim.optimizer import LayerwiseOptimizer
 from layerwise.reparam.parametrize import Parametrization
@@ -53,8 +55,10 @@ __all__ = [
     "SetLearningRate",
     "SpectralNorm",
     "WeightNorm",
+    "adaptive_clip",
     "callbacks",
     "capture",
+    "centralize",
     "chain",
     "clip_by_global_norm",
     "clip_by_l1_norm",

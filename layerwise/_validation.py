@@ -62,3 +62,45 @@ def check_positive_finite(value, arg_name):
 def variable_name(text):
     """`text` with only the characters Keras allows in variable names."""
     return "".join(c if c.isalnum() or c in "_-." else "_" for c in text)
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_axis(value, arg_name="axis"):
+    """`None`, or `value` as a tuple of distinct ints (one int is one axis).
+
+    Negative axes count from the end; whether they exist is only known for
+    a given tensor (see `resolve_axes`).
+    """
+    if value is None:
+        return None
+    axes = (value,) if _is_int(value) else value
+    if (
+        not isinstance(axes, (tuple, list))
+        or not axes
+        or not all(_is_int(a) for a in axes)
+        or len(set(axes)) != len(axes)
+    ):
+        raise ValueError(
+            f"`{arg_name}` must be None, an int or a non-empty tuple of "
+            f"distinct ints. Received: {arg_name}={value!r}"
+        )
+    return tuple(int(a) for a in axes)
+
+
+def resolve_axes(axes, rank, variable, arg_name="axis"):
+    """`axes` as sorted non-negative axes of a tensor of `rank`.
+
+    Raises a `ValueError` naming `variable` (its path) if an axis does not
+    exist at that rank or two axes are the same one.
+    """
+    resolved = [a + rank if a < 0 else a for a in axes]
+    if not all(0 <= a < rank for a in resolved) or len(set(resolved)) != len(resolved):
+        raise ValueError(
+            f"`{arg_name}` must name distinct axes of every variable it is "
+            f"applied to. Received: {arg_name}={axes!r} for variable "
+            f"{variable.path!r} of shape {tuple(variable.shape)} (rank {rank})"
+        )
+    return tuple(sorted(resolved))

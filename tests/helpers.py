@@ -31,3 +31,29 @@ def assert_weights_close(actual, expected, rtol=1e-5, atol=1e-6):
     assert len(actual) == len(expected)
     for a, e in zip(actual, expected):
         np.testing.assert_allclose(a, e, rtol=rtol, atol=atol)
+
+
+def apply_transform(transform, grads, variables):
+    """`transform(grads, variables)` on numpy gradients, as numpy arrays.
+
+    On JAX it runs traced, as in a train step: one compilation instead of
+    one per operation and shape.
+    """
+
+    def run(grads):
+        return transform(grads, variables)
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        run = jax.jit(run)
+    out = run([keras.ops.convert_to_tensor(g) for g in grads])
+    return [np.array(keras.ops.convert_to_numpy(g)) for g in out]
+
+
+def built(layer, input_shape):
+    """`layer` built with zero kernels (tests assign their own values;
+    random initializers cost a compilation per shape on JAX)."""
+    layer.kernel_initializer = keras.initializers.Zeros()
+    layer.build(input_shape)
+    return layer
