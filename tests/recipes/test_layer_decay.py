@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import layerwise as lw
-from layerwise.recipes.layer_decay import detect_blocks
+from layerwise.recipes.blocks import detect_blocks
 from layerwise.recipes.layer_decay import discriminative
 from layerwise.recipes.layer_decay import layer_decay
 from layerwise.optim.schedules import LinearWarmup
@@ -211,10 +211,11 @@ def test_explicit_blocks_win_over_detection():
 
 def test_regex_with_a_capture_group_gives_one_block_per_value():
     model = _hub_like(n_layers=11)
-    rules = layer_decay(
-        model, decay=0.5,
-        blocks=["token_embedding/.*", r"transformer_layer_(\d+)/.*", "head/.*"],
-    )
+    with pytest.warns(UserWarning, match="below 0.001 of the base rate"):  # 0.5 ** 12
+        rules = layer_decay(
+            model, decay=0.5,
+            blocks=["token_embedding/.*", r"transformer_layer_(\d+)/.*", "head/.*"],
+        )
     # Natural order: 2 before 10.
     assert len(rules) == 13
     scales, _ = _scales(model, rules)
