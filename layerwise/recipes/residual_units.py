@@ -65,6 +65,11 @@ class _Piece:
     operations: list
     key: str = None
 
+    def __post_init__(self):
+        # What the piece is named after: its own layers, not the ones
+        # attached to it later (a final norm after the last unit).
+        self.names = [op.name for op in self.operations if trainable(op)]
+
 
 def _cut_points(graph):
     """`cut[i]`: every input-to-output path goes through node `i`.
@@ -135,7 +140,7 @@ def _pieces(graph):
 
 def _unit_prefix(piece):
     """The common prefix of a unit's layer names, up to a separator."""
-    names = [op.name for op in piece.operations if trainable(op)]
+    names = piece.names
     if len(names) < 2:
         return None
     prefix = os.path.commonprefix(names)
@@ -201,7 +206,7 @@ def residual_blocks(graph):
             prefix = _unit_prefix(piece)
             piece.key = scheme(prefix) if scheme and prefix else None
         elif piece.kind == "layer" and scheme:
-            piece.key = scheme(piece.operations[0].name)
+            piece.key = scheme(piece.names[0])
     groups = []  # [anchor, key, operations]
     for piece in pieces:
         if piece.key is not None and groups and groups[-1][1] == piece.key:
