@@ -135,9 +135,11 @@ def _units(model, keep=frozenset()):
     if groups is None:
         groups = _layer_groups(model)
     order = {id(layer): i for i, layer in enumerate(model.layers)}
-    units = []
+    # A layer called at several places belongs to its first block only: two
+    # rules on one variable would multiply their scales.
+    units, seen = [], set()
     for group in groups:
-        seen, block = set(), []
+        block = []
         for op in group:
             if residual_units.trainable(op) and id(op) not in seen:
                 seen.add(id(op))

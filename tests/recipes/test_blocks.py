@@ -104,6 +104,16 @@ def test_chain_without_residual_units_keeps_one_block_per_layer():
     assert _names(lw.detect_blocks(model)) == [["a"], ["a_bn"], ["b"], ["head"]]
 
 
+def test_a_layer_called_twice_belongs_to_its_first_block_only():
+    shared = keras.layers.Dense(4, name="shared")
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(4, name="stem")(inputs)
+    x = keras.layers.Add()([x, shared(x)])
+    x = keras.layers.Add()([x, shared(keras.layers.Dense(4, name="other")(x))])
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(x))
+    assert _names(lw.detect_blocks(model)) == [["stem"], ["shared"], ["other"], ["head"]]
+
+
 def test_frozen_layers_leave_their_block():
     model = _named_net()
     model.get_layer("unit1_expand").trainable = False

@@ -516,17 +516,18 @@ def test_scales_below_a_thousandth_warn_with_the_blocks_and_the_smallest():
     assert "`min_scale=`" in message and "fewer, coarser `blocks=`" in message
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"decay": 0.75}, {"decay": 0.01, "min_scale": 1e-3}, {"decay": 0.01, "no_opt_scale": 1e-3}]
-)
-def test_no_warning_for_ordinary_floored_or_frozen_scales(kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        layer_decay(helpers.mlp(), **kwargs)
+def test_no_warning_for_ordinary_floored_or_frozen_scales():
+    model = helpers.mlp()
+    for kwargs in ({"decay": 0.75}, {"decay": 0.01, "min_scale": 1e-3},
+                   {"decay": 0.01, "no_opt_scale": 1e-3}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            layer_decay(model, **kwargs)
 
 
-@pytest.mark.parametrize("arg", ["min_scale", "no_opt_scale"])
-@pytest.mark.parametrize("value", [-0.1, 1.5, True, "0.1"])
-def test_bad_min_scale_and_no_opt_scale_raise(arg, value):
-    with pytest.raises(ValueError, match=rf"`{arg}` must be a number in \[0, 1\]. Received: {arg}="):
-        layer_decay(_sequential(), decay=0.5, **{arg: value})
+def test_bad_min_scale_and_no_opt_scale_raise():
+    model = helpers.mlp()
+    for arg in ("min_scale", "no_opt_scale"):
+        for value in (-0.1, 1.5, True, "0.1"):
+            with pytest.raises(ValueError, match=rf"`{arg}` must be a number in \[0, 1\]. Received: {arg}="):
+                layer_decay(model, decay=0.5, **{arg: value})
