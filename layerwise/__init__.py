@@ -23,7 +23,7 @@ from layerwise.reparam.parametrize import is_parametrized
 from layerwise.reparam.parametrize import parametrizations
 from layerwise.reparam.parametrize import parametrize
 from layerwise.reparam.parametrize import remove_parametrization
-from layerwise.recipes.layer_decay import detect_blocks
+from layerwise.recipes.blocks import detect_blocks
 from layerwise.recipes.layer_decay import discriminative
 from layerwise.recipes.layer_decay import layer_decay
 from layerwise.optim.rules import Rule

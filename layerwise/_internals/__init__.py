@@ -8,7 +8,8 @@ public API for lives here, split by what it touches:
   the update.
 - `layers`: a built layer's tracker and per-instance method overrides, for
   `parametrize`.
-- `models`: a Functional model's topological depths, for `layer_decay`.
+- `models`: a Functional model's topological depths and graph of calls
+  (parents, inputs, outputs; which calls are products), for `detect_blocks`.
 - `trainers`: the trainer's stateless scope and step signature, for
   `observe` / `capture`.
 

@@ -5,8 +5,9 @@ first, and return one plain `Rule` per block, to print, edit and combine
 with other rules before passing them to `LayerwiseOptimizer`:
 
 - `layer_decay(model, decay)`: block `i` of `L` gets
-  `lr_scale = decay ** (L - 1 - i)` (timm's formula: the last block, the
-  head, keeps the inner optimizer's rate).
+  `lr_scale = max(min_scale, decay ** (L - 1 - i))` (timm's formula: the
+  last block, the head, keeps the inner optimizer's rate), blocks below
+  `no_opt_scale` frozen.
 - `discriminative(model, lr_range)`: learning rates spaced geometrically
   from `lr_range[0]` (first block) to `lr_range[1]` (last block), as
   multipliers of `lr_range[1]` (fastai's discriminative learning rates).
@@ -14,6 +15,7 @@ with other rules before passing them to `LayerwiseOptimizer`:
 `warmup_steps=N` makes every block but the last ramp linearly from 0 to its
 multiplier over the first `N` steps (a `LinearWarmup` schedule per rule).
 
+The blocks come from `detect_blocks` (`blocks.py`) unless given.
 Variables that fall in no block get no rule: they learn at the inner
 optimizer's own rate, like the head (timm puts such parameters in the last
 group too), and `summary()` shows them with `-` under "Rules".
@@ -21,154 +23,19 @@ group too), and `summary()` shows them with `-` under "Rules".
 
 import numbers
 import re
+import warnings
 
 import keras
 
 from layerwise.optim import rules as rules_lib
-from layerwise._internals import models as internal_models
 from layerwise.optim import schedules as schedules_lib
 from layerwise.optim import selectors as selectors_lib
+from layerwise.recipes import blocks as blocks_lib
+# Importable from here too, next to the recipes that use it.
+from layerwise.recipes.blocks import detect_blocks  # noqa: F401
 
-# A repeated block named with an index, e.g. keras-hub's `transformer_layer_3`.
-_INDEXED_NAME = re.compile(r"(.+)_(\d+)")
-
-
-# ----------------------------------------------------------------------
-# Block detection.
-
-
-def _trainable(layer):
-    return bool(layer.trainable_variables)
-
-
-def _indexed_family(layers):
-    """The largest run of siblings named `<prefix>_0` ... `<prefix>_<n-1>`.
-
-    Indices must start at 0 and be contiguous, which leaves Keras'
-    automatic names (`dense`, `dense_1`, `dense_2`) out. Returns the layers
-    sorted by index, or `[]`.
-    """
-    families = {}
-    for layer in layers:
-        match = _INDEXED_NAME.fullmatch(layer.name)
-        if match:
-            families.setdefault(match.group(1), []).append((int(match.group(2)), layer))
-    best = []
-    for members in families.values():
-        members.sort(key=lambda item: item[0])
-        contiguous = [i for i, _ in members] == list(range(len(members)))
-        if contiguous and len(members) >= max(2, len(best) + 1):
-            best = [layer for _, layer in members]
-    return best
-
-
-def _ordered_groups(model):
-    """A model's direct sublayers as groups, input side first.
-
-    `Sequential`: its layer order. Functional: one group per topological
-    depth. Other models: tracking order, indexed siblings sorted by index.
-    """
-    layers = list(model.layers)
-    if isinstance(model, keras.Sequential):
-        groups = [[layer] for layer in layers]
-    else:
-        depths = internal_models.functional_depths(model)
-        if depths is not None:
-            by_depth = {}
-            for layer in layers:
-                by_depth.setdefault(depths[id(layer)], []).append(layer)
-            groups = [by_depth[d] for d in sorted(by_depth, reverse=True)]
-        else:
-            family = _indexed_family(layers)
-            slots = iter(family)
-            family_ids = {id(layer) for layer in family}
-            layers = [next(slots) if id(l) in family_ids else l for l in layers]
-            groups = [[layer] for layer in layers]
-    groups = [[layer for layer in group if _trainable(layer)] for group in groups]
-    return [group for group in groups if group]
-
-
-def _find_family(model):
-    """The largest indexed family among the sublayers of `model` or of any
-    model nested in it (see `_indexed_family`)."""
-    best = _indexed_family(model.layers)
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            family = _find_family(layer)
-            if len(family) > len(best):
-                best = family
-    return best
-
-
-def _units(model, keep):
-    """Ordered groups with nested models expanded in place (except `keep`)."""
-    units = []
-    for group in _ordered_groups(model):
-        layer = group[0]
-        if len(group) == 1 and isinstance(layer, keras.Model) and id(layer) not in keep:
-            units.extend(_units(layer, keep))
-        else:
-            units.append(group)
-    return units
-
-
-def detect_blocks(model):
-    """Splits a model into ordered blocks of layers, input side first.
-
-    Each block is a list of layers; layers without trainable variables are
-    left out. The order comes from the model's structure:
-
-    - a `Sequential` model: its layers, one block each;
-    - a Functional model: one block per topological depth (Keras' own
-      depth, counted from the outputs), so parallel layers at one depth
-      share a block;
-    - nested models are expanded in place, recursively (a subclassed model
-      contributes its sublayers in tracking order);
-    - if the model, or a model nested in it, holds repeated blocks named
-      with an index from 0 (`transformer_layer_0` ... `transformer_layer_<n>`,
-      as in keras-hub backbones), each of those is one block, everything
-      before the first one forms a single first block (embeddings) and
-      everything after the last one a single last block (final norm and
-      head). Keras' automatic names (`dense`, `dense_1`, ...) never start at
-      `_0` and do not count.
-
-    Args:
-        model: A built `keras.Model`.
-
-    Returns:
-        A list of blocks, each a list of `keras.layers.Layer`; it is a valid
-        `blocks` argument of `layer_decay` and `discriminative`.
-
-    Example:
-
-    >>> from layerwise.recipes.layer_decay import detect_blocks
-    >>> model = keras.Sequential([
-    ...     keras.Input((8,)),
-    ...     keras.layers.Dense(8, name="d1"),
-    ...     keras.layers.Dropout(0.1, name="drop"),
-    ...     keras.layers.Dense(8, name="d2"),
-    ...     keras.layers.Dense(2, name="head")])
-    >>> [[layer.name for layer in block] for block in detect_blocks(model)]
-    [['d1'], ['d2'], ['head']]
-    """
-    _check_model(model)
-    family = _find_family(model)
-    units = _units(model, {id(layer) for layer in family})
-    members = {id(layer) for layer in family}
-    with_member = [i for i, unit in enumerate(units) if any(id(l) in members for l in unit)]
-    if not with_member:  # no repeated blocks, or all of them frozen
-        return units
-    before, middle, after = [], [], []
-    for i, unit in enumerate(units):
-        if i < with_member[0]:
-            before.extend(unit)
-        elif i > with_member[-1]:
-            after.extend(unit)
-        elif i in with_member or not middle:
-            middle.append(list(unit))
-        else:  # between two repeated blocks: goes with the one before
-            middle[-1].extend(unit)
-    return [b for b in [before] if b] + middle + [b for b in [after] if b]
+# Below this fraction of the base rate a block barely learns: warn.
+_TINY_SCALE = 1e-3
 
 
 # ----------------------------------------------------------------------
@@ -188,7 +55,7 @@ def _resolve(model, blocks):
             (group[0].name if len(group) == 1 else None,
              selectors_lib.as_selector(group if len(group) > 1 else group[0]),
              [v for layer in group for v in layer.trainable_variables])
-            for group in detect_blocks(model)
+            for group in blocks_lib.detect_blocks(model)
         ]
     if not isinstance(blocks, (list, tuple)) or not blocks:
         raise ValueError(
@@ -248,46 +115,61 @@ def _resolve(model, blocks):
 # Recipes.
 
 
-def _check_model(model):
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"`model` must be a `keras.Model`. Received: model={model!r}")
-    if not model.built:
-        raise ValueError(
-            "`model` must be built, so that its variables exist: create it "
-            "from a `keras.Input`, call it on a batch, or call "
-            f"`model.build(input_shape)` first. Received: model={model.name!r} "
-            "(not built)"
-        )
-    if not model.trainable_variables:
-        raise ValueError(
-            "`model` must have trainable variables. Received: "
-            f"model={model.name!r} with none"
-        )
-
-
-def _make_rules(resolved, scales, warmup_steps):
+def _make_rules(resolved, scales, warmup_steps, frozen=None):
     names = [name or f"block_{i}" for i, (name, _, _) in enumerate(resolved)]
     names = [
         f"block_{i}" if names.count(name) > 1 else name for i, name in enumerate(names)
     ]
+    frozen = frozen or [False] * len(resolved)
     last = len(resolved) - 1
     rules = []
     for i, ((_, selector, _), name, scale) in enumerate(zip(resolved, names, scales)):
+        if frozen[i]:
+            rules.append(rules_lib.Rule(selector, lr_scale=scale, frozen=True, name=name))
+            continue
         if warmup_steps is not None and i < last:
             scale = schedules_lib.LinearWarmup(scale, warmup_steps)
         rules.append(rules_lib.Rule(selector, lr_scale=scale, name=name))
     return rules
 
 
-def layer_decay(model, decay, *, blocks=None, warmup_steps=None):
+def _check_fraction(value, arg_name):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value <= 1:
+        raise ValueError(
+            f"`{arg_name}` must be a number in [0, 1]. Received: {arg_name}={value!r}"
+        )
+    return float(value)
+
+
+def _warn_tiny_scales(rules, scales, frozen):
+    tiny = [(scale, rule.name) for rule, scale, off in zip(rules, scales, frozen)
+            if not off and scale < _TINY_SCALE]
+    if not tiny:
+        return
+    smallest, smallest_name = min(tiny)
+    names = [name for _, name in tiny]
+    shown = ", ".join(names[:6]) + (f", ... ({len(names)} blocks)" if len(names) > 6 else "")
+    warnings.warn(
+        f"layer_decay gives {len(tiny)} of {len(rules)} blocks a learning rate "
+        f"below {_TINY_SCALE:g} of the base rate, so they barely learn: {shown}; "
+        f"the smallest multiplier is {smallest:.3g} ({smallest_name!r}). Pass "
+        "`min_scale=` to floor the multipliers, `no_opt_scale=` to freeze "
+        "those blocks instead, a `decay` closer to 1, or fewer, coarser "
+        "`blocks=`.",
+        stacklevel=3,
+    )
+
+
+def layer_decay(model, decay, *, blocks=None, warmup_steps=None, min_scale=0.0, no_opt_scale=None):
     """Layer-wise learning-rate decay: each block slower than the next.
 
     Block `i` of `L` (0 = closest to the input) gets
-    `lr_scale = decay ** (L - 1 - i)`, the formula of timm's
-    `param_groups_layer_decay`: the last block (the head) keeps the inner
-    optimizer's learning rate, the one below it `decay` times that, and so
-    on. Variables in no block get no rule, so they learn at the inner
-    optimizer's rate.
+    `lr_scale = max(min_scale, decay ** (L - 1 - i))`, the formula of
+    timm's `param_groups_layer_decay`: the last block (the head) keeps the
+    inner optimizer's learning rate, the one below it `decay` times that,
+    and so on. Variables in no block get no rule, so they learn at the inner
+    optimizer's rate (timm puts them in the last group). A block whose
+    multiplier is below `1e-3` warns, unless it is frozen by `no_opt_scale`.
 
     Args:
         model: A built `keras.Model`.
@@ -304,6 +186,12 @@ def layer_decay(model, decay, *, blocks=None, warmup_steps=None):
         warmup_steps: Optional integer >= 1: every block but the last ramps
             linearly from 0 to its multiplier over this many steps (its
             `lr_scale` is a `LinearWarmup`); the last block starts at once.
+        min_scale: A number in [0, 1], the floor of the multipliers (timm's
+            `min_scale`). Defaults to 0 (no floor).
+        no_opt_scale: Optional number in [0, 1] (timm's `no_opt_scale`):
+            blocks whose multiplier, after `min_scale`, is below it are not
+            optimized at all: their rule has `frozen=True`. `None` or 0:
+            nothing is frozen.
 
     Returns:
         A list of `Rule`s, one per block, input side first, named after the
@@ -311,31 +199,41 @@ def layer_decay(model, decay, *, blocks=None, warmup_steps=None):
 
     Example:
 
-    >>> from layerwise.recipes.layer_decay import layer_decay
     >>> model = keras.Sequential([
     ...     keras.Input((8,)),
     ...     keras.layers.Dense(8, name="d1"),
     ...     keras.layers.Dense(8, name="d2"),
     ...     keras.layers.Dense(2, name="head")])
-    >>> for rule in layer_decay(model, decay=0.5):
+    >>> for rule in lw.layer_decay(model, decay=0.5):
     ...     print(rule)
     Rule(layer 'd1', lr_scale=0.25, name='d1')
     Rule(layer 'd2', lr_scale=0.5, name='d2')
     Rule(layer 'head', lr_scale=1.0, name='head')
+    >>> [r.lr_scale for r in lw.layer_decay(model, decay=0.5, min_scale=0.4)]
+    [0.4, 0.5, 1.0]
+    >>> [r.frozen for r in lw.layer_decay(model, decay=0.5, no_opt_scale=0.3)]
+    [True, None, None]
     >>> opt = lw.LayerwiseOptimizer(keras.optimizers.AdamW(1e-3),
-    ...                             rules=layer_decay(model, decay=0.5))
+    ...                             rules=lw.layer_decay(model, decay=0.5))
     """
     if not isinstance(decay, numbers.Real) or isinstance(decay, bool) or not 0 < decay <= 1:
         raise ValueError(
             f"`decay` must be a number in (0, 1]. Received: decay={decay!r}"
         )
-    _check_model(model)
+    min_scale = _check_fraction(min_scale, "min_scale")
+    if no_opt_scale is not None:
+        no_opt_scale = _check_fraction(no_opt_scale, "no_opt_scale")
+    blocks_lib.check_model(model)
     if warmup_steps is not None:
         schedules_lib._check_steps(warmup_steps, "warmup_steps")
     resolved = _resolve(model, blocks)
     n = len(resolved)
-    scales = [float(decay) ** (n - 1 - i) for i in range(n)]
-    return _make_rules(resolved, scales, warmup_steps)
+    scales = [max(min_scale, float(decay) ** (n - 1 - i)) for i in range(n)]
+    # timm: `if no_opt_scale and this_scale < no_opt_scale` (0 turns it off).
+    frozen = [bool(no_opt_scale) and scale < no_opt_scale for scale in scales]
+    rules = _make_rules(resolved, scales, warmup_steps, frozen)
+    _warn_tiny_scales(rules, scales, frozen)
+    return rules
 
 
 def discriminative(model, lr_range, *, blocks=None, warmup_steps=None):
@@ -350,6 +248,11 @@ def discriminative(model, lr_range, *, blocks=None, warmup_steps=None):
     `i` learns at `base * lr_i / high`. This is `layer_decay` with
     `decay = (low / high) ** (1 / (L - 1))`. A single block gets 1.0.
 
+    The blocks are `layer_decay`'s (`detect_blocks` by default). There is no
+    `min_scale` or `no_opt_scale` and no warning about small multipliers:
+    `low` states the smallest rate outright, so it already is the floor;
+    freeze blocks with a `Rule(..., frozen=True)` of your own.
+
     Args:
         model: A built `keras.Model`.
         lr_range: `(low, high)`, with `0 < low <= high`: the learning rates
@@ -363,13 +266,12 @@ def discriminative(model, lr_range, *, blocks=None, warmup_steps=None):
 
     Example:
 
-    >>> from layerwise.recipes.layer_decay import discriminative
     >>> model = keras.Sequential([
     ...     keras.Input((8,)),
     ...     keras.layers.Dense(8, name="d1"),
     ...     keras.layers.Dense(8, name="d2"),
     ...     keras.layers.Dense(2, name="head")])
-    >>> rules = discriminative(model, lr_range=(1e-5, 1e-3))
+    >>> rules = lw.discriminative(model, lr_range=(1e-5, 1e-3))
     >>> [round(rule.lr_scale, 6) for rule in rules]
     [0.01, 0.1, 1.0]
     >>> opt = lw.LayerwiseOptimizer(keras.optimizers.Adam(1e-3), rules)
@@ -386,7 +288,7 @@ def discriminative(model, lr_range, *, blocks=None, warmup_steps=None):
             "`lr_range` must be a pair `(low, high)` of finite numbers with "
             f"0 < low <= high. Received: lr_range={lr_range!r}"
         )
-    _check_model(model)
+    blocks_lib.check_model(model)
     if warmup_steps is not None:
         schedules_lib._check_steps(warmup_steps, "warmup_steps")
     resolved = _resolve(model, blocks)

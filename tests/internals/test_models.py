@@ -24,3 +24,27 @@ def test_functional_depths_come_from_keras_graph():
 def test_functional_depths_is_none_for_sequential():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     assert internal_models.functional_depths(model) is None
+
+
+def test_functional_graph_lists_calls_with_their_parents_inputs_first():
+    model = _branched()
+    graph = internal_models.functional_graph(model)
+    names = [node.operation.name for node in graph]
+    position = {name: i for i, name in enumerate(names)}
+    assert names[0] == model.layers[0].name and graph[0].is_input
+    assert sorted(names[i] for i in graph[position["add"]].parents) == ["a", "b"]
+    assert [names[i] for i in graph[position["head"]].parents] == ["add"]
+    assert [node.is_output for node in graph] == [name == "head" for name in names]
+    assert all(p < i for i, node in enumerate(graph) for p in node.parents)
+
+
+def test_functional_graph_includes_ops_and_is_none_for_sequential():
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(4, name="a")(inputs)
+    gated = x * keras.ops.sigmoid(x)
+    model = keras.Model(inputs, keras.layers.Multiply(name="mul")([gated, x]))
+    graph = internal_models.functional_graph(model)
+    products = [node.operation.name for node in graph if internal_models.is_product(node.operation)]
+    assert len(products) == 2 and "mul" in products
+    assert not internal_models.is_product(model.get_layer("a"))
+    assert internal_models.functional_graph(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])) is None

@@ -3,13 +3,15 @@ Sequential, Functional, nested and keras-hub-like models, explicit blocks,
 warm-up, unassigned variables, errors, and a save/load round trip."""
 
 import os
+import re
+import warnings
 
 import keras
 import numpy as np
 import pytest
 
 import layerwise as lw
-from layerwise.recipes.layer_decay import detect_blocks
+from layerwise.recipes.blocks import detect_blocks
 from layerwise.recipes.layer_decay import discriminative
 from layerwise.recipes.layer_decay import layer_decay
 from layerwise.optim.schedules import LinearWarmup
@@ -211,10 +213,11 @@ def test_explicit_blocks_win_over_detection():
 
 def test_regex_with_a_capture_group_gives_one_block_per_value():
     model = _hub_like(n_layers=11)
-    rules = layer_decay(
-        model, decay=0.5,
-        blocks=["token_embedding/.*", r"transformer_layer_(\d+)/.*", "head/.*"],
-    )
+    with pytest.warns(UserWarning, match="below 0.001 of the base rate"):  # 0.5 ** 12
+        rules = layer_decay(
+            model, decay=0.5,
+            blocks=["token_embedding/.*", r"transformer_layer_(\d+)/.*", "head/.*"],
+        )
     # Natural order: 2 before 10.
     assert len(rules) == 13
     scales, _ = _scales(model, rules)
@@ -366,3 +369,165 @@ def test_not_a_model_and_bad_warmup_steps_raise():
         layer_decay(keras.layers.Dense(2), decay=0.5)
     with pytest.raises(ValueError, match="`warmup_steps` must be an integer >= 1"):
         layer_decay(_sequential(), decay=0.5, warmup_steps=0)
+
+
+# ----------------------------------------------------------------------
+# timm's `min_scale` and `no_opt_scale`, on a ViT-like Functional stack.
+
+
+class ClassToken(keras.layers.Layer):
+    """Prepends a learnt token to the sequence (timm's `cls_token`)."""
+
+    def build(self, input_shape):
+        self.token = self.add_weight(shape=(1, 1, input_shape[-1]), initializer="zeros", name="token")
+
+    def call(self, x):
+        token = keras.ops.broadcast_to(self.token, (keras.ops.shape(x)[0], 1, x.shape[-1]))
+        return keras.ops.concatenate([token, x], axis=1)
+
+
+class PositionEmbedding(keras.layers.Layer):
+    """Adds a learnt embedding per position (timm's `pos_embed`)."""
+
+    def build(self, input_shape):
+        self.embedding = self.add_weight(shape=input_shape[1:], initializer="zeros", name="embedding")
+
+    def call(self, x):
+        return x + self.embedding
+
+
+def _vit_like(depth=4, width=8):
+    """timm's ViT layout, its names with `_` for `.`: patch_embed, cls_token,
+    pos_embed, pre-norm blocks_<i> (attention stood in by a Dense), norm,
+    class-token pooling, head."""
+    patches = keras.Input((4, 6))
+    x = keras.layers.Dense(width, name="patch_embed")(patches)
+    x = ClassToken(name="cls_token")(x)
+    x = PositionEmbedding(name="pos_embed")(x)
+    for i in range(depth):
+        h = keras.layers.LayerNormalization(name=f"blocks_{i}_norm1")(x)
+        x = keras.layers.Add()([x, keras.layers.Dense(width, name=f"blocks_{i}_attn")(h)])
+        h = keras.layers.LayerNormalization(name=f"blocks_{i}_norm2")(x)
+        h = keras.layers.Dense(2 * width, activation="gelu", name=f"blocks_{i}_mlp_fc1")(h)
+        x = keras.layers.Add()([x, keras.layers.Dense(width, name=f"blocks_{i}_mlp_fc2")(h)])
+    x = keras.layers.LayerNormalization(name="norm")(x)
+    return keras.Model(patches, keras.layers.Dense(3, name="head")(x[:, 0]), name="vit")
+
+
+# timm's `param_groups_layer_decay(vit, layer_decay=0.5, min_scale=0.05,
+# no_opt_scale=0.1)` for depth 4. ViT's `group_matcher` numbers the groups
+# cls_token|pos_embed|patch_embed -> 0, blocks.<i> -> i + 1, norm -> 4 (it
+# joins the last block: MATCH_PREV_GROUP), anything else (head) -> 5 = the
+# last; scale = max(min_scale, 0.5 ** (5 - id)); a parameter with
+# scale < no_opt_scale gets `requires_grad = False` and no group (here:
+# frozen, and `summary()` shows no multiplier).
+_TIMM_SCALES = [0.05, 0.0625, 0.125, 0.25, 0.5, 1.0]  # 0.05 = max(0.05, 0.5 ** 5)
+_TIMM_TABLE = {
+    "patch_embed": (None, True),
+    "cls_token": (None, True),
+    "pos_embed": (None, True),
+    "blocks_0": (None, True),  # 0.0625 < 0.1
+    "blocks_1": (0.125, False),
+    "blocks_2": (0.25, False),
+    "blocks_3": (0.5, False),
+    "norm": (0.5, False),
+    "head": (1.0, False),
+}
+
+
+def test_vit_like_stack_reproduces_timm_param_groups_layer_decay():
+    model = _vit_like(depth=4)
+    assert [len(block) for block in detect_blocks(model)] == [3, 5, 5, 5, 6, 1]
+    rules = layer_decay(model, decay=0.5, min_scale=0.05, no_opt_scale=0.1)
+    assert [r.lr_scale for r in rules] == pytest.approx(_TIMM_SCALES)
+    assert [bool(r.frozen) for r in rules] == [True, True, False, False, False, False]
+    opt = lw.LayerwiseOptimizer(keras.optimizers.SGD(1.0), rules)
+    variables = model.trainable_variables  # before the frozen ones turn non-trainable
+    opt.build(variables)
+    rows = opt.summary_rows()
+    assert len(rows) == len(variables) == 2 + 1 + 1 + 4 * 10 + 2 + 2
+    for row in rows:
+        group = re.match(r"blocks_\d+|[a-z_]+?(?=/)", row["path"]).group(0)
+        scale, frozen = _TIMM_TABLE[group]
+        assert row["frozen"] is frozen, row["path"]
+        assert row["lr_scale"] == (None if frozen else pytest.approx(scale, rel=1e-6)), row["path"]
+
+
+def test_min_scale_floors_and_no_opt_scale_compares_the_floored_scale():
+    model = helpers.mlp()
+    rules = layer_decay(model, decay=0.1, min_scale=0.02)
+    assert [r.lr_scale for r in rules] == pytest.approx([0.02, 0.1, 1.0])
+    assert [r.frozen for r in rules] == [None, None, None]
+    # timm: `if no_opt_scale and this_scale < no_opt_scale`, after the floor.
+    frozen = layer_decay(model, decay=0.1, min_scale=0.02, no_opt_scale=0.02)
+    assert [r.frozen for r in frozen] == [None, None, None]
+    frozen = layer_decay(model, decay=0.1, min_scale=0.02, no_opt_scale=0.1)
+    assert [r.frozen for r in frozen] == [True, None, None]
+    assert [r.frozen for r in layer_decay(model, decay=0.1, no_opt_scale=0)] == [None] * 3
+
+
+def test_no_opt_scale_blocks_do_not_move_and_have_no_warmup(jit_compile):
+    model = helpers.mlp()
+    rules = layer_decay(model, decay=0.5, no_opt_scale=0.3, warmup_steps=2)
+    assert rules[0].frozen and rules[0].lr_scale == 0.25
+    assert rules[1].lr_scale == LinearWarmup(0.5, 2)
+    model.compile(lw.LayerwiseOptimizer(keras.optimizers.SGD(0.1), rules), "mse",
+                  jit_compile=jit_compile)
+    x, y = helpers.data(n=16)
+    before = helpers.weights(model)
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    moved = [not np.array_equal(a, b) for a, b in zip(helpers.weights(model), before)]
+    assert moved == [False, False, True, True, True, True]
+
+
+def test_no_opt_scale_rules_round_trip_through_model_save_and_load(tmp_path):
+    model = _vit_like(depth=2)
+    rules = layer_decay(model, decay=0.5, no_opt_scale=0.3)  # 0.125, 0.25 frozen
+    model.compile(lw.LayerwiseOptimizer(keras.optimizers.AdamW(1e-3), rules), "mse")
+    model.optimizer.build(model.trainable_variables)
+    path = os.path.join(tmp_path, "vit.keras")
+    model.save(path)
+    loaded = keras.models.load_model(
+        path, custom_objects={"ClassToken": ClassToken, "PositionEmbedding": PositionEmbedding})
+    assert [r.get_config() for r in loaded.optimizer.rules] == [r.get_config() for r in rules]
+    frozen = lambda opt: {r["path"]: r["frozen"] for r in opt.summary_rows()}  # noqa: E731
+    assert frozen(loaded.optimizer) == frozen(model.optimizer)
+    assert frozen(loaded.optimizer)["blocks_0_attn/kernel"] and not frozen(loaded.optimizer)["head/bias"]
+
+
+def test_discriminative_uses_the_same_residual_blocks():
+    model = _vit_like(depth=2)
+    rules = discriminative(model, lr_range=(1e-4, 1e-2))
+    assert len(rules) == len(detect_blocks(model)) == 4
+    assert [r.lr_scale for r in rules] == pytest.approx([0.01, 0.01 ** (2 / 3), 0.01 ** (1 / 3), 1.0])
+
+
+# ----------------------------------------------------------------------
+# The warning below 1e-3 of the base rate.
+
+
+def test_scales_below_a_thousandth_warn_with_the_blocks_and_the_smallest():
+    with pytest.warns(UserWarning) as record:
+        layer_decay(helpers.mlp(), decay=0.01)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "1 of 3 blocks" in message and ": l0;" in message
+    assert "smallest multiplier is 0.0001 ('l0')" in message
+    assert "`min_scale=`" in message and "fewer, coarser `blocks=`" in message
+
+
+def test_no_warning_for_ordinary_floored_or_frozen_scales():
+    model = helpers.mlp()
+    for kwargs in ({"decay": 0.75}, {"decay": 0.01, "min_scale": 1e-3},
+                   {"decay": 0.01, "no_opt_scale": 1e-3}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            layer_decay(model, **kwargs)
+
+
+def test_bad_min_scale_and_no_opt_scale_raise():
+    model = helpers.mlp()
+    for arg in ("min_scale", "no_opt_scale"):
+        for value in (-0.1, 1.5, True, "0.1"):
+            with pytest.raises(ValueError, match=rf"`{arg}` must be a number in \[0, 1\]. Received: {arg}="):
+                layer_decay(model, decay=0.5, **{arg: value})

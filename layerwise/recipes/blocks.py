@@ -1,0 +1,210 @@
+"""`detect_blocks`: a model as an ordered list of blocks, input side first.
+
+The blocks are what `layer_decay` and `discriminative` give one learning
+rate each. Three kinds of models, three signals:
+
+- repeated layers named with an index from 0 (`transformer_layer_0`, ...,
+  keras-hub backbones): one block each, plus the embeddings before and the
+  final norm and head after;
+- Functional models built of residual units (ResNet, MobileNet, EfficientNet,
+  functional transformers): one block per residual unit, found from the
+  graph, names breaking ties (`residual_units.py`);
+- everything else: one block per layer (Sequential order, Functional depth,
+  or tracking order for subclassed models).
+"""
+
+import re
+
+import keras
+
+from layerwise._internals import models as internal_models
+from layerwise.recipes import residual_units
+
+# A repeated block named with an index, e.g. keras-hub's `transformer_layer_3`.
+_INDEXED_NAME = re.compile(r"(.+)_(\d+)")
+
+
+def check_model(model):
+    """Raises unless `model` is a built `keras.Model` with trainable variables."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a `keras.Model`. Received: model={model!r}")
+    if not model.built:
+        raise ValueError(
+            "`model` must be built, so that its variables exist: create it "
+            "from a `keras.Input`, call it on a batch, or call "
+            f"`model.build(input_shape)` first. Received: model={model.name!r} "
+            "(not built)"
+        )
+    if not model.trainable_variables:
+        raise ValueError(
+            "`model` must have trainable variables. Received: "
+            f"model={model.name!r} with none"
+        )
+
+
+# ----------------------------------------------------------------------
+# Repeated blocks named with an index (keras-hub).
+
+
+def _indexed_family(layers):
+    """The largest run of siblings named `<prefix>_0` ... `<prefix>_<n-1>`.
+
+    Indices must start at 0 and be contiguous, which leaves Keras'
+    automatic names (`dense`, `dense_1`, `dense_2`) out. Returns the layers
+    sorted by index, or `[]`.
+    """
+    families = {}
+    for layer in layers:
+        match = _INDEXED_NAME.fullmatch(layer.name)
+        if match:
+            families.setdefault(match.group(1), []).append((int(match.group(2)), layer))
+    best = []
+    for members in families.values():
+        members.sort(key=lambda item: item[0])
+        contiguous = [i for i, _ in members] == list(range(len(members)))
+        if contiguous and len(members) >= max(2, len(best) + 1):
+            best = [layer for _, layer in members]
+    return best
+
+
+def _find_family(model):
+    """The largest indexed family among the sublayers of `model` or of any
+    model nested in it (see `_indexed_family`)."""
+    best = _indexed_family(model.layers)
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            family = _find_family(layer)
+            if len(family) > len(best):
+                best = family
+    return best
+
+
+def _around_family(units, family):
+    """Each family member one block, what precedes the first one block,
+    what follows the last one block; units between two members go with the
+    member before."""
+    members = {id(layer) for layer in family}
+    with_member = [i for i, unit in enumerate(units) if any(id(l) in members for l in unit)]
+    if not with_member:  # all of them frozen
+        return units
+    before, middle, after = [], [], []
+    for i, unit in enumerate(units):
+        if i < with_member[0]:
+            before.extend(unit)
+        elif i > with_member[-1]:
+            after.extend(unit)
+        elif i in with_member or not middle:
+            middle.append(list(unit))
+        else:
+            middle[-1].extend(unit)
+    return [b for b in [before] if b] + middle + [b for b in [after] if b]
+
+
+# ----------------------------------------------------------------------
+# One block per layer.
+
+
+def _layer_groups(model):
+    """A model's direct sublayers as groups, input side first.
+
+    `Sequential`: its layer order. Functional: one group per topological
+    depth. Other models: tracking order, indexed siblings sorted by index.
+    """
+    layers = list(model.layers)
+    if isinstance(model, keras.Sequential):
+        return [[layer] for layer in layers]
+    depths = internal_models.functional_depths(model)
+    if depths is not None:
+        by_depth = {}
+        for layer in layers:
+            by_depth.setdefault(depths[id(layer)], []).append(layer)
+        return [by_depth[d] for d in sorted(by_depth, reverse=True)]
+    family = _indexed_family(layers)
+    slots = iter(family)
+    family_ids = {id(layer) for layer in family}
+    return [[next(slots) if id(l) in family_ids else l] for l in layers]
+
+
+def _units(model, keep=frozenset()):
+    """`model`'s blocks of trainable layers, nested models expanded in place
+    (except those in `keep`)."""
+    groups = None
+    graph = internal_models.functional_graph(model)
+    if graph is not None and not keep:  # keras-hub families keep their layout
+        groups = residual_units.residual_blocks(graph)
+    if groups is None:
+        groups = _layer_groups(model)
+    order = {id(layer): i for i, layer in enumerate(model.layers)}
+    # A layer called at several places belongs to its first block only: two
+    # rules on one variable would multiply their scales.
+    units, seen = [], set()
+    for group in groups:
+        block = []
+        for op in group:
+            if residual_units.trainable(op) and id(op) not in seen:
+                seen.add(id(op))
+                block.append(op)
+        block.sort(key=lambda layer: order.get(id(layer), len(order)))
+        if len(block) == 1 and isinstance(block[0], keras.Model) and id(block[0]) not in keep:
+            units.extend(_units(block[0], keep))
+        elif block:
+            units.append(block)
+    return units
+
+
+def detect_blocks(model):
+    """Splits a model into ordered blocks of layers, input side first.
+
+    Each block is a list of layers; layers without trainable variables are
+    left out. Which layers form a block:
+
+    - Repeated blocks named with an index from 0 (`transformer_layer_0` ...
+      `transformer_layer_<n>`, as in keras-hub backbones), in the model or
+      a model nested in it: each is one block, everything before the first
+      one forms a single first block (embeddings) and everything after the
+      last one a single last block (final norm and head). Keras' automatic
+      names (`dense`, `dense_1`, ...) never start at `_0` and do not count.
+    - A Functional model with residual units (ResNet, MobileNetV2/V3,
+      EfficientNet, a functional pre-norm transformer): one block per
+      residual unit, i.e. the layers between two points every input-output
+      path goes through, closed by a sum or concatenation. A fork-join
+      closed by a product (squeeze-excite) stays inside its block;
+      parameter-free and normalization layers belong to the block they
+      follow. The units' layer names resolve what the graph cannot
+      (inverted residuals without a skip connection): consecutive pieces
+      named with the same unit prefix (`block2a_`, `expanded_conv_3_`) are
+      one block. Everything before the first block is one stem block,
+      everything after the last one a head block (timm's grouping). So
+      `ResNet50` gives stem, 16 bottlenecks, head; `MobileNetV3Small` and
+      `EfficientNetB0` one block per inverted residual between stem and
+      head.
+    - Otherwise one block per layer: a `Sequential` model's layers in
+      order; a Functional model's layers by topological depth (Keras' own,
+      so parallel layers at one depth share a block); a subclassed model's
+      sublayers in tracking order.
+
+    Nested models are expanded in place, recursively.
+
+    Args:
+        model: A built `keras.Model`.
+
+    Returns:
+        A list of blocks, each a list of `keras.layers.Layer`; it is a valid
+        `blocks` argument of `layer_decay` and `discriminative`.
+
+    Example:
+
+    >>> model = keras.Sequential([
+    ...     keras.Input((8,)),
+    ...     keras.layers.Dense(8, name="d1"),
+    ...     keras.layers.Dropout(0.1, name="drop"),
+    ...     keras.layers.Dense(8, name="d2"),
+    ...     keras.layers.Dense(2, name="head")])
+    >>> [[layer.name for layer in block] for block in lw.detect_blocks(model)]
+    [['d1'], ['d2'], ['head']]
+    """
+    check_model(model)
+    family = _find_family(model)
+    if family:
+        return _around_family(_units(model, {id(layer) for layer in family}), family)
+    return _units(model)
