@@ -1,5 +1,7 @@
 """Keras model internals the fine-tuning recipes rely on."""
 
+import keras
+
 
 def functional_depths(model):
     """Keras' own topological depth of a Functional model's layers.
@@ -18,3 +20,30 @@ def functional_depths(model):
         for operation in operations:
             depths[id(operation)] = depth
     return depths
+
+
+def graph_outputs(model):
+    """The symbolic output tensors of a Functional or built `Sequential`
+    model (a flat list), or `None` for a subclassed model, which has no
+    graph to read."""
+    from keras.src.models.functional import Functional
+
+    if isinstance(model, keras.Sequential):
+        if not model.built:
+            return None
+        return keras.tree.flatten(model.outputs)
+    if not isinstance(model, Functional):
+        return None
+    return keras.tree.flatten(model.outputs)
+
+
+def producer(tensor):
+    """The operation that produced a symbolic tensor of a model's graph and
+    the input tensors of that call (none for a model input).
+
+    `_keras_history` and `_inbound_nodes` are private: Keras' `Node` sets
+    them when an operation is called on symbolic tensors.
+    """
+    operation, node_index, _ = tensor._keras_history
+    node = operation._inbound_nodes[node_index]
+    return operation, keras.tree.flatten(node.input_tensors)
