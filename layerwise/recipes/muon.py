@@ -199,12 +199,10 @@ def muon_rules(
     Example:
 
     >>> from layerwise.recipes.muon import muon_rules
-    >>> model = keras.Sequential([
-    ...     keras.Input((4,), dtype="int32"),
-    ...     keras.layers.Embedding(50, 16, name="embed"),
-    ...     keras.layers.Flatten(),
-    ...     keras.layers.Dense(32, name="hidden"),
-    ...     keras.layers.Dense(3, name="head")])
+    >>> inputs = keras.Input((4,), dtype="int32")
+    >>> x = keras.layers.Embedding(50, 16, name="embed")(inputs)
+    >>> x = keras.layers.Dense(32, name="hidden")(keras.layers.Flatten()(x))
+    >>> model = keras.Model(inputs, keras.layers.Dense(3, name="head")(x))
     >>> rules = muon_rules(model, muon=keras.optimizers.Muon(0.02))
     >>> [(rule.name, rule.selector.paths) for rule in rules]
     [('muon', ('hidden/kernel',)), ('adamw: embedding', ('embed/embeddings',)), \

@@ -43,11 +43,10 @@ def no_decay(model, *, embeddings=False, name="no_decay"):
     Example:
 
     >>> from layerwise.recipes.no_decay import no_decay
-    >>> model = keras.Sequential([
-    ...     keras.Input((8,)),
-    ...     keras.layers.Dense(8, name="hidden"),
-    ...     keras.layers.LayerNormalization(name="norm"),
-    ...     keras.layers.Dense(2, name="head")])
+    >>> inputs = keras.Input((8,))
+    >>> x = keras.layers.Dense(8, name="hidden")(inputs)
+    >>> x = keras.layers.LayerNormalization(name="norm")(x)
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, name="head")(x))
     >>> rule = no_decay(model)
     >>> rule.selector.paths
     ('hidden/bias', 'norm/gamma', 'norm/beta', 'head/bias')

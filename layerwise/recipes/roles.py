@@ -202,11 +202,10 @@ def variable_roles(model):
     Example:
 
     >>> from layerwise.recipes.roles import variable_roles
-    >>> model = keras.Sequential([
-    ...     keras.Input((3,), dtype="int32"),
-    ...     keras.layers.Embedding(10, 4, name="embed"),
-    ...     keras.layers.LayerNormalization(name="norm"),
-    ...     keras.layers.Dense(2, name="head")])
+    >>> inputs = keras.Input((3,), dtype="int32")
+    >>> x = keras.layers.Embedding(10, 4, name="embed")(inputs)
+    >>> x = keras.layers.LayerNormalization(name="norm")(x)
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, name="head")(x))
     >>> for role in variable_roles(model):
     ...     print(role.variable.path, role.embedding, role.normalization, role.bias)
     embed/embeddings True False False
