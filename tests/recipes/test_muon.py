@@ -182,24 +182,23 @@ def test_summary_shows_route_reason_and_update_per_variable():
     assert "adamw: aspect ratio 300" in lines[0] and "rule optimizers: Muon" in lines[0]
 
 
-@pytest.mark.parametrize(
-    "shape, reason",
-    [
-        # timm's docstring examples, in Keras' layout (output axis last).
-        ((64, 128), None),
-        ((4, 4, 3, 96), None),  # timm (96, 3, 4, 4) -> (48, 96)
-        ((2048, 4), "aspect ratio 512"),  # timm (4, 2048)
-        ((64,), "1-D"),
-        ((), "0-D"),
-        ((1, 1, 64), "1 non-unit dim"),
-        ((3, 64), "smallest dim 3"),
-        ((3, 3, 1, 1), "smallest dim 1"),  # a depthwise 3x3 kernel's one channel
-        ((4, 512), None),  # aspect ratio exactly 128 is allowed
-        ((4, 516), "aspect ratio 129"),
-    ],
-)
-def test_shape_test_matches_timm(shape, reason):
-    assert muon_suitability(shape) == reason
+# timm's docstring examples and edges, in Keras' layout (output axis last).
+TIMM_TABLE = {
+    (64, 128): None,
+    (4, 4, 3, 96): None,  # timm (96, 3, 4, 4) -> (48, 96)
+    (2048, 4): "aspect ratio 512",  # timm (4, 2048)
+    (64,): "1-D",
+    (): "0-D",
+    (1, 1, 64): "1 non-unit dim",
+    (3, 64): "smallest dim 3",
+    (3, 3, 1, 1): "smallest dim 1",  # a depthwise 3x3 kernel's one channel
+    (4, 512): None,  # aspect ratio exactly 128 is allowed
+    (4, 516): "aspect ratio 129",
+}
+
+
+def test_shape_test_matches_timm():
+    assert {shape: muon_suitability(shape) for shape in TIMM_TABLE} == TIMM_TABLE
 
 
 def test_thresholds_are_arguments():
