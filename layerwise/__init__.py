@@ -26,6 +26,8 @@ from layerwise.reparam.parametrize import remove_parametrization
 from layerwise.recipes.blocks import detect_blocks
 from layerwise.recipes.layer_decay import discriminative
 from layerwise.recipes.layer_decay import layer_decay
+from layerwise.recipes.muon import muon_rules
+from layerwise.recipes.no_decay import no_decay
 from layerwise.optim.rules import Rule
 from layerwise.optim.schedules import LinearWarmup
 from layerwise.optim.schedules import warmup
@@ -70,6 +72,8 @@ __all__ = [
     "is_parametrized",
     "layer_decay",
     "layers",
+    "muon_rules",
+    "no_decay",
     "observe",
     "ops",
     "parametrizations",

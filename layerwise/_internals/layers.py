@@ -7,7 +7,8 @@ attributes it needs are touched only here, each behind a small function:
 - `Layer._tracker` (`lock`, `unlock`, `untrack`): a built layer locks its
   tracker so that no variable or sublayer can be added by accident; Keras
   itself unlocks it the same way in `Layer.quantize` and `Dense.enable_lora`.
-- `Layer._flatten_layers`: the layer and its sublayers.
+- `Layer._flatten_layers`: the layer and its sublayers (all, or the
+  direct ones).
 - Instance attributes that shadow methods (`call`): Keras itself installs
   `build` and `quantize` per instance in `Layer.__new__`; `Layer.__call__`
   reads `self.call`, so an instance attribute routes every call through it.
@@ -95,3 +96,8 @@ def set_instance_override(layer, name, function):
 def clear_instance_override(layer, name):
     """Remove the per-instance override of method `name`."""
     object.__delattr__(layer, name)
+
+
+def sublayers(layer):
+    """The layers tracked directly by `layer` (not their own sublayers)."""
+    return list(layer._flatten_layers(include_self=False, recursive=False))

@@ -7,6 +7,8 @@ fails loudly if they move.
 
 import dataclasses
 
+import keras
+
 
 def _functional_class():
     from keras.src.models.functional import Functional
@@ -81,7 +83,31 @@ def functional_graph(model):
 def is_product(operation):
     """Whether `operation` multiplies its inputs elementwise: a
     `keras.layers.Multiply` layer or a `keras.ops.multiply` call (`x * y`)."""
-    import keras
     from keras.src.ops.numpy import Multiply
 
     return isinstance(operation, (keras.layers.Multiply, Multiply))
+
+
+def graph_outputs(model):
+    """The symbolic output tensors of a Functional or built `Sequential`
+    model (a flat list), or `None` for a subclassed model, which has no
+    graph to read."""
+    if isinstance(model, keras.Sequential):
+        if not model.built:
+            return None
+        return keras.tree.flatten(model.outputs)
+    if not isinstance(model, _functional_class()):
+        return None
+    return keras.tree.flatten(model.outputs)
+
+
+def producer(tensor):
+    """The operation that produced a symbolic tensor of a model's graph and
+    the input tensors of that call (none for a model input).
+
+    `_keras_history` and `_inbound_nodes` are private: Keras' `Node` sets
+    them when an operation is called on symbolic tensors.
+    """
+    operation, node_index, _ = tensor._keras_history
+    node = operation._inbound_nodes[node_index]
+    return operation, keras.tree.flatten(node.input_tensors)

@@ -112,7 +112,11 @@ def clip_gradients(optimizer, grads):
     return optimizer._clip_gradients(grads)
 
 
-def _muon_uses_adamw(optimizer, variable):
+def muon_uses_adamw(optimizer, variable):
+    """Whether `optimizer` is a Keras `Muon` that updates `variable` with its
+    AdamW step instead of orthogonalizing it (its private
+    `_should_use_adamw`: rank other than 2, `exclude_embeddings`,
+    `exclude_layers`)."""
     return isinstance(optimizer, keras.optimizers.Muon) and optimizer._should_use_adamw(variable)
 
 
@@ -123,7 +127,7 @@ def decay_coefficient(optimizer, variable):
     if not optimizer._use_weight_decay(variable):
         return None
     if isinstance(optimizer, keras.optimizers.Muon):
-        value = optimizer.adam_weight_decay if _muon_uses_adamw(optimizer, variable) else optimizer.weight_decay
+        value = optimizer.adam_weight_decay if muon_uses_adamw(optimizer, variable) else optimizer.weight_decay
     else:
         value = optimizer.weight_decay
     return float(value) if value else None
@@ -134,7 +138,7 @@ def update_rule(optimizer, variable):
     or for Muon which of its two paths updates it."""
     name = type(optimizer).__name__
     if isinstance(optimizer, keras.optimizers.Muon):
-        return "Muon (AdamW path)" if _muon_uses_adamw(optimizer, variable) else "Muon"
+        return "Muon (AdamW path)" if muon_uses_adamw(optimizer, variable) else "Muon"
     return name
 
 

@@ -41,3 +41,17 @@ def test_flatten_layers_and_untrack():
     assert inner in internals.flatten_layers(outer)
     internals.untrack(outer, inner)
     assert inner not in internals.flatten_layers(outer)
+
+
+def test_sublayers_are_the_direct_ones_only():
+    inner = keras.layers.Dense(2, name="inner")
+
+    class Block(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.wrapped = keras.Sequential([inner])
+
+    block = Block()
+    assert internals.sublayers(block) == [block.wrapped]
+    assert internals.sublayers(block.wrapped) == [inner]
+    assert internals.sublayers(inner) == []

@@ -48,3 +48,28 @@ def test_functional_graph_includes_ops_and_is_none_for_sequential():
     assert len(products) == 2 and "mul" in products
     assert not internal_models.is_product(model.get_layer("a"))
     assert internal_models.functional_graph(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])) is None
+
+
+def test_graph_outputs_and_producer_read_keras_graph():
+    model = _branched()
+    (output,) = internal_models.graph_outputs(model)
+    head, inputs = internal_models.producer(output)
+    assert head.name == "head"
+    add, branches = internal_models.producer(inputs[0])
+    assert isinstance(add, keras.layers.Add)
+    assert sorted(internal_models.producer(t)[0].name for t in branches) == ["a", "b"]
+    source, none = internal_models.producer(internal_models.producer(branches[0])[1][0])
+    assert isinstance(source, keras.layers.InputLayer) and none == []
+
+
+def test_graph_outputs_of_sequential_and_subclassed_models():
+    sequential = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")])
+    (output,) = internal_models.graph_outputs(sequential)
+    assert internal_models.producer(output)[0].name == "d"
+    assert internal_models.graph_outputs(keras.Sequential([keras.layers.Dense(2)])) is None
+
+    class Sub(keras.Model):
+        def call(self, x):
+            return x
+
+    assert internal_models.graph_outputs(Sub()) is None
