@@ -310,6 +310,9 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
             self._updater_of[self._key(variable)] = index
 
     def _make_plan(self, variables):
+        paths = [plan_lib.path_of(v) for v in variables]
+        for rule in self._rules:
+            rule.selector.bind(paths)
         return plan_lib.make_plan(
             self._rules, variables, self._optimizer_of_rule, self.strict,
             updater_of=lambda v, optimizer: self._updater_of.get(self._key(v), optimizer),

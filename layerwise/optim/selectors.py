@@ -40,6 +40,10 @@ class Selector:
         """The selector to save in place of this one (itself by default)."""
         return self
 
+    def bind(self, paths):
+        """Adapts to the variable paths of the model being built (called
+        once per build, before matching; nothing to do by default)."""
+
     def __repr__(self):
         return f"{type(self).__name__}({self.describe()})"
 
@@ -99,6 +103,34 @@ class VariablePaths(Selector):
 
     def matches(self, variable):
         return plan_lib.path_of(variable) in self._path_set
+
+    def bind(self, paths):
+        """Follows a saved path to the model's variable when Keras scoped
+        it differently, exact paths first.
+
+        A `Sequential` model given an `Input` builds its layers inside its
+        own name scope (`sequential/dense/kernel`), while the same model
+        reloaded by `keras.models.load_model` does not (`dense/kernel`),
+        and the reverse happens when a loaded model's rules are applied to
+        a freshly built copy. A saved path absent from `paths` therefore
+        also matches the one model path that differs from it by exactly a
+        leading scope, and only if exactly one does.
+        """
+        present = frozenset(paths)
+        by_tail = {}
+        for path in present:
+            if "/" in path:
+                by_tail.setdefault(path.split("/", 1)[1], []).append(path)
+        aliases = set()
+        for saved in self.paths:
+            if saved in present:
+                continue
+            candidates = list(by_tail.get(saved, ()))
+            if "/" in saved and saved.split("/", 1)[1] in present:
+                candidates.append(saved.split("/", 1)[1])
+            if len(candidates) == 1:
+                aliases.add(candidates[0])
+        self._path_set = frozenset(self.paths) | aliases
 
     def describe(self):
         return self.label or f"{len(self.paths)} paths"
@@ -199,6 +231,10 @@ class AnyOf(Selector):
 
     def matches(self, variable):
         return any(s.matches(variable) for s in self.selectors)
+
+    def bind(self, paths):
+        for selector in self.selectors:
+            selector.bind(paths)
 
     def describe(self):
         return " | ".join(s.describe() for s in self.selectors)

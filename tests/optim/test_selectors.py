@@ -75,3 +75,43 @@ def test_layer_selector_saves_as_paths():
 def test_unknown_match_types_fail_early(match, error, message):
     with pytest.raises(error, match=message):
         lw.Rule(match)
+
+
+def _sequential():
+    return keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, name="a"), keras.layers.Dense(2, name="d")]
+    )
+
+
+def test_saved_paths_follow_keras_sequential_scope_on_reload(tmp_path):
+    # Keras scopes a Sequential's variables under its name when it is given
+    # an `Input` (`sequential/a/kernel`) and not once reloaded (`a/kernel`).
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(8, 2)).astype("float32")
+    model = _sequential()
+    assert model.weights[0].path.endswith("/a/kernel")
+    rules = [lw.Rule(model.layers[0], lr_scale=0.25, name="a")]
+    model.compile(lw.LayerwiseOptimizer(keras.optimizers.Adam(0.01), rules), "mse")
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.weights[0].path == "a/kernel"
+    rows = {row["path"]: row for row in loaded.optimizer.summary_rows()}
+    assert rows["a/kernel"]["rules"] == ["a"] and rows["a/kernel"]["lr_scale"] == 0.25
+    assert rows["d/kernel"]["rules"] == []
+    for m in (model, loaded):
+        m.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
+    for a, b in zip(model.weights, loaded.weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+def test_saved_paths_prefer_exact_and_refuse_ambiguous_scopes():
+    exact = selectors.VariablePaths(["enc/a/kernel", "a/kernel"])
+    exact.bind(["enc/a/kernel", "a/kernel", "x/a/kernel"])
+    assert exact._path_set == {"enc/a/kernel", "a/kernel"}
+    ambiguous = selectors.VariablePaths(["a/kernel"])
+    ambiguous.bind(["s1/a/kernel", "s2/a/kernel"])
+    assert ambiguous._path_set == {"a/kernel"}
+    scoped = selectors.VariablePaths(["a/kernel"])
+    scoped.bind(["sequential/a/kernel", "b/kernel"])
+    assert scoped._path_set == {"a/kernel", "sequential/a/kernel"}
