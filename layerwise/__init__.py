@@ -24,6 +24,8 @@ from layerwise.reparam.parametrize import remove_parametrization
 from layerwise.recipes.layer_decay import detect_blocks
 from layerwise.recipes.layer_decay import discriminative
 from layerwise.recipes.layer_decay import layer_decay
+from layerwise.recipes.lora_plus import lora_plus
+from layerwise.recipes.mup import mup
 from layerwise.optim.rules import Rule
 from layerwise.optim.schedules import LinearWarmup
 from layerwise.optim.schedules import warmup
@@ -66,6 +68,8 @@ __all__ = [
     "is_parametrized",
     "layer_decay",
     "layers",
+    "lora_plus",
+    "mup",
     "observe",
     "ops",
     "parametrizations",

