@@ -142,6 +142,7 @@ def test_rules_survive_keras_save_and_load(tmp_path):
     model.compile(optimizer=lw.LayerwiseOptimizer(keras.optimizers.Adam(1e-2),
                                                   lora_plus(model, ratio=4.0)),
                   loss="mse")
+    model.optimizer.build(model.trainable_variables)
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     rules = loaded.optimizer.rules

@@ -229,6 +229,7 @@ def test_rules_survive_keras_save_and_load(tmp_path):
     rules = mup(model, _mlp(32, name="base"))
     model.compile(optimizer=lw.LayerwiseOptimizer(keras.optimizers.Adam(1e-3), rules),
                   loss="mse")
+    model.optimizer.build(model.trainable_variables)
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     [rule] = loaded.optimizer.rules
