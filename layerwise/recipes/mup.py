@@ -20,12 +20,12 @@ output layer (fan-out fixed).
 
 import keras
 
+from layerwise import _validation
 from layerwise._internals import layers as internal_layers
 from layerwise.optim import rules as rules_lib
 from layerwise.optim import selectors as selectors_lib
 from layerwise.recipes import fans as fans_lib
 from layerwise.recipes import layer_decay as layer_decay_lib
-from layerwise import _validation
 
 
 def _owners(model):
