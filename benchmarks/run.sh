@@ -29,3 +29,6 @@ run tensorflow benchmarks/accumulation.py --jit --memory --width 1024
 run jax benchmarks/jax_groups.py
 run jax benchmarks/jax_cond_copy.py
 run jax benchmarks/model_parallel_memory.py
+for backend in jax tensorflow torch; do
+  run "$backend" benchmarks/mup_coordinate_check.py
+done

@@ -26,7 +26,9 @@ from layerwise.reparam.parametrize import remove_parametrization
 from layerwise.recipes.blocks import detect_blocks
 from layerwise.recipes.layer_decay import discriminative
 from layerwise.recipes.layer_decay import layer_decay
+from layerwise.recipes.lora_plus import lora_plus
 from layerwise.recipes.muon import muon_rules
+from layerwise.recipes.mup import mup
 from layerwise.recipes.no_decay import no_decay
 from layerwise.optim.rules import Rule
 from layerwise.optim.schedules import LinearWarmup
@@ -72,7 +74,9 @@ __all__ = [
     "is_parametrized",
     "layer_decay",
     "layers",
+    "lora_plus",
     "muon_rules",
+    "mup",
     "no_decay",
     "observe",
     "ops",

@@ -7,6 +7,8 @@ import inspect
 import math
 import numbers
 
+import keras
+
 
 def check_arity(fn, n_args, arg_name):
     """Fails early if `fn` cannot be called with `n_args` positional args."""
@@ -104,3 +106,21 @@ def resolve_axes(axes, rank, variable, arg_name="axis"):
             f"{variable.path!r} of shape {tuple(variable.shape)} (rank {rank})"
         )
     return tuple(sorted(resolved))
+
+
+def check_model(model):
+    """Fails unless `model` is a built `keras.Model` with trainable variables."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a `keras.Model`. Received: model={model!r}")
+    if not model.built:
+        raise ValueError(
+            "`model` must be built, so that its variables exist: create it "
+            "from a `keras.Input`, call it on a batch, or call "
+            f"`model.build(input_shape)` first. Received: model={model.name!r} "
+            "(not built)"
+        )
+    if not model.trainable_variables:
+        raise ValueError(
+            "`model` must have trainable variables. Received: "
+            f"model={model.name!r} with none"
+        )

@@ -17,29 +17,12 @@ import re
 
 import keras
 
+from layerwise import _validation
 from layerwise._internals import models as internal_models
 from layerwise.recipes import residual_units
 
 # A repeated block named with an index, e.g. keras-hub's `transformer_layer_3`.
 _INDEXED_NAME = re.compile(r"(.+)_(\d+)")
-
-
-def check_model(model):
-    """Raises unless `model` is a built `keras.Model` with trainable variables."""
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"`model` must be a `keras.Model`. Received: model={model!r}")
-    if not model.built:
-        raise ValueError(
-            "`model` must be built, so that its variables exist: create it "
-            "from a `keras.Input`, call it on a batch, or call "
-            f"`model.build(input_shape)` first. Received: model={model.name!r} "
-            "(not built)"
-        )
-    if not model.trainable_variables:
-        raise ValueError(
-            "`model` must have trainable variables. Received: "
-            f"model={model.name!r} with none"
-        )
 
 
 # ----------------------------------------------------------------------
@@ -203,7 +186,7 @@ def detect_blocks(model):
     >>> [[layer.name for layer in block] for block in lw.detect_blocks(model)]
     [['d1'], ['d2'], ['head']]
     """
-    check_model(model)
+    _validation.check_model(model)
     family = _find_family(model)
     if family:
         return _around_family(_units(model, {id(layer) for layer in family}), family)

@@ -27,6 +27,7 @@ import warnings
 
 import keras
 
+from layerwise import _validation
 from layerwise.optim import rules as rules_lib
 from layerwise.optim import schedules as schedules_lib
 from layerwise.optim import selectors as selectors_lib
@@ -223,7 +224,7 @@ def layer_decay(model, decay, *, blocks=None, warmup_steps=None, min_scale=0.0, 
     min_scale = _check_fraction(min_scale, "min_scale")
     if no_opt_scale is not None:
         no_opt_scale = _check_fraction(no_opt_scale, "no_opt_scale")
-    blocks_lib.check_model(model)
+    _validation.check_model(model)
     if warmup_steps is not None:
         schedules_lib._check_steps(warmup_steps, "warmup_steps")
     resolved = _resolve(model, blocks)
@@ -288,7 +289,7 @@ def discriminative(model, lr_range, *, blocks=None, warmup_steps=None):
             "`lr_range` must be a pair `(low, high)` of finite numbers with "
             f"0 < low <= high. Received: lr_range={lr_range!r}"
         )
-    blocks_lib.check_model(model)
+    _validation.check_model(model)
     if warmup_steps is not None:
         schedules_lib._check_steps(warmup_steps, "warmup_steps")
     resolved = _resolve(model, blocks)

@@ -27,6 +27,7 @@ import warnings
 
 import keras
 
+from layerwise import _validation
 from layerwise._internals import optimizers as internal_optimizers
 from layerwise.optim import rules as rules_lib
 from layerwise.optim import selectors as selectors_lib
@@ -209,7 +210,7 @@ def muon_rules(
 ('adamw: 1-D', ('hidden/bias',)), ('adamw: output layer', ('head/kernel', 'head/bias'))]
     >>> opt = lw.LayerwiseOptimizer(keras.optimizers.AdamW(1e-3), rules)
     """
-    roles_lib.check_model(model)
+    _validation.check_model(model)
     if muon is None:
         muon = keras.optimizers.Muon()
     if not isinstance(muon, keras.optimizers.Optimizer):

@@ -28,6 +28,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from layerwise import _validation
 from layerwise._internals import layers as internal_layers
 from layerwise._internals import models as internal_models
 
@@ -64,24 +65,6 @@ class VariableRole:
     normalization: bool
     bias: bool
     tied: bool
-
-
-def check_model(model):
-    """Fails unless `model` is a built `keras.Model` with trainable variables."""
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"`model` must be a `keras.Model`. Received: model={model!r}")
-    if not model.built:
-        raise ValueError(
-            "`model` must be built, so that its variables exist: create it "
-            "from a `keras.Input`, call it on a batch, or call "
-            f"`model.build(input_shape)` first. Received: model={model.name!r} "
-            "(not built)"
-        )
-    if not model.trainable_variables:
-        raise ValueError(
-            "`model` must have trainable variables. Received: "
-            f"model={model.name!r} with none"
-        )
 
 
 def _layer_tree(model):
@@ -214,7 +197,7 @@ def variable_roles(model):
     head/kernel False False False
     head/bias False False True
     """
-    check_model(model)
+    _validation.check_model(model)
     layers, parents = _layer_tree(model)
     owners = {}
     for layer in layers:
