@@ -17,8 +17,8 @@ weight_decay=0.01). Configurations:
 
 Two measurements:
 
-- `--mode fit` (default): the `fit` step of `plain`, `groups_201` and
-  `per_variable`, compiled as `--jit` says, in alternating repeats with
+- `--mode fit` (default): the `fit` step of `plain`, `groups_201` (or
+  one group per block with fewer blocks) and `per_variable`, compiled as `--jit` says, in alternating repeats with
   A/A instances (see `common.instance_times`); also the first epoch
   (trace/compile), how many times the update was traced in the timed
   epochs (0: one trace, at the warm-up), and the optimizer state against
@@ -101,7 +101,7 @@ def count_update_traces(optimizer):
 
 
 def fit_mode(args):
-    kinds = ("plain", "groups_201", "per_variable")
+    kinds = ("plain", f"groups_{min(201, args.blocks + 1)}", "per_variable")
     x, y = classification_data(args.steps, args.batch_size, args.width)
     first, built, counters = {}, {}, {}
 
