@@ -140,7 +140,7 @@ def fit_mode(args):
 
 
 def apply_mode(args):
-    counts = [c for c in GROUP_COUNTS if c <= 4 * args.blocks]
+    counts = [c for c in GROUP_COUNTS if c <= args.blocks + 1]
     kinds = ["plain"] + [f"groups_{c}" for c in counts] + ["per_variable"]
     shapes = [tuple(v.shape) for v in build_model(args.blocks, args.width).trainable_variables]
     rng = np.random.default_rng(1)
