@@ -21,7 +21,10 @@ for mode in "${modes[@]}"; do
   run "$1" benchmarks/apply_only.py ${2:-} --variables mlp --repeats 9 --calls 20
   run "$1" benchmarks/frozen.py ${2:-} --repeats 7
   run "$1" benchmarks/accumulation.py ${2:-} --repeats 7
+  run "$1" benchmarks/many_groups.py ${2:-} --mode apply --repeats 5 --calls 3
 done
+run jax benchmarks/many_groups.py --jit --repeats 5
+run tensorflow benchmarks/many_groups.py --jit --repeats 5
 run jax benchmarks/accumulation.py --jit --repeats 7 --width 1024 --steps 20
 run tensorflow benchmarks/accumulation.py --jit --repeats 5 --width 1024 --steps 20
 run jax benchmarks/accumulation.py --jit --memory --width 1024

@@ -42,6 +42,13 @@ def _keras_decay_rules():
     )
 
 
+def has_keras_decay_rule(optimizer):
+    """Whether `optimizer` decays with Keras' own rule (then its
+    coefficients are `decay_coefficient` and `decay_weights` applies them
+    at any rate), rather than a `_apply_weight_decay` of its own."""
+    return type(optimizer)._apply_weight_decay in _keras_decay_rules()
+
+
 def apply_weight_decay(optimizer, variables, learning_rate):
     """The optimizer's own decoupled weight decay of `variables`, at
     `learning_rate` instead of its own rate.
@@ -54,7 +61,7 @@ def apply_weight_decay(optimizer, variables, learning_rate):
     rule of its own is run with its rate shadowed for the call (one device
     only: replicas of `tf.distribute` run it in several threads).
     """
-    if type(optimizer)._apply_weight_decay in _keras_decay_rules():
+    if has_keras_decay_rule(optimizer):
         by_coefficient = {}
         for variable in variables:
             coefficient = decay_coefficient(optimizer, variable)

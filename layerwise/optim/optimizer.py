@@ -316,6 +316,7 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
         return plan_lib.make_plan(
             self._rules, variables, self._optimizer_of_rule, self.strict,
             updater_of=lambda v, optimizer: self._updater_of.get(self._key(v), optimizer),
+            decay_of=self._updates.decay_of,
         )
 
     def _set_plan(self, plan):

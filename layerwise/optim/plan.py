@@ -5,7 +5,9 @@ stages (read the plan; never re-match during a step). The plan is also
 what `LayerwiseOptimizer.summary()` prints, so what is shown is what runs.
 """
 
+import collections
 import dataclasses
+import functools
 
 
 def path_of(variable):
@@ -17,6 +19,11 @@ def path_of(variable):
 # An optimizer index: 0 is the inner optimizer, `k` the `k`-th distinct
 # optimizer given by rules (`Rule(optimizer=...)`), in rule order.
 DEFAULT = 0
+
+# A variable's decay when its optimizer overrides `_apply_weight_decay`:
+# that rule runs at every step, at the group's rate (its coefficients are
+# its own business).
+OWN_DECAY_RULE = "own decay rule"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +45,10 @@ class VariablePlan:
         updater: Which optimizer holds its slots: `optimizer`, or one
             created when the variable was unfrozen at runtime (a fresh
             optimizer of the same class and configuration).
+        decay: The decoupled weight-decay coefficient it gets (a rule's
+            override, else its updater's: `exclude_from_weight_decay` and
+            Muon's routing resolved), `None` for no decay, or
+            `OWN_DECAY_RULE`.
     """
 
     variable: object
@@ -48,6 +59,7 @@ class VariablePlan:
     frozen: bool
     transform_rules: tuple
     updater: int
+    decay: object = OWN_DECAY_RULE
 
     @property
     def path(self):
@@ -64,6 +76,9 @@ class UpdateGroup:
     scale_rules: tuple
     weight_decay: object
     indices: tuple  # positions in `Plan.trainable`
+    # `((coefficient, positions), ...)`: the decay of the group's variables,
+    # resolved at build; `None` when the updater's own decay rule runs.
+    decays: object = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,12 +91,17 @@ class Plan:
     def trainable_variables(self):
         return [p.variable for p in self.trainable]
 
+    @functools.cached_property
+    def calls_per_updater(self):
+        """How many groups (update calls) each updater has."""
+        return collections.Counter(g.updater for g in self.groups)
+
     def positions_of_optimizer(self, optimizer):
         """Positions in `trainable` of the variables `optimizer` updates."""
         return tuple(i for i, p in enumerate(self.trainable) if p.optimizer == optimizer)
 
 
-def make_plan(rules, variables, optimizer_of_rule, strict=True, updater_of=None):
+def make_plan(rules, variables, optimizer_of_rule, strict=True, updater_of=None, decay_of=None):
     """Merges `rules` over `variables`.
 
     Args:
@@ -93,6 +113,12 @@ def make_plan(rules, variables, optimizer_of_rule, strict=True, updater_of=None)
         updater_of: Optional callable `(variable, optimizer) -> int`, the
             index of the optimizer holding the variable's slots (default:
             its optimizer).
+        decay_of: Optional callable `(variable, updater) -> coefficient`,
+            the decay the updater gives the variable (`None` for none, or
+            `OWN_DECAY_RULE`). Resolving it here, once, keeps per-variable
+            lookups out of the step (eager torch runs the step's Python at
+            every step). Without it every group runs its updater's decay
+            rule at every step.
 
     Returns:
         A `Plan`.
@@ -119,6 +145,13 @@ def make_plan(rules, variables, optimizer_of_rule, strict=True, updater_of=None)
                 frozen = rule.frozen
             if rule.gradient:
                 transform_rules.append(index)
+        updater = updater_of(variable, optimizer) if updater_of else optimizer
+        if weight_decay is not None:
+            decay = weight_decay or None
+        elif decay_of is not None:
+            decay = decay_of(variable, updater)
+        else:
+            decay = OWN_DECAY_RULE
         plans.append(
             VariablePlan(
                 variable=variable,
@@ -128,7 +161,8 @@ def make_plan(rules, variables, optimizer_of_rule, strict=True, updater_of=None)
                 weight_decay=weight_decay,
                 frozen=frozen,
                 transform_rules=tuple(transform_rules),
-                updater=updater_of(variable, optimizer) if updater_of else optimizer,
+                updater=updater,
+                decay=decay,
             )
         )
     if strict:
@@ -153,12 +187,27 @@ def make_plan(rules, variables, optimizer_of_rule, strict=True, updater_of=None)
         trainable=trainable,
         groups=tuple(
             UpdateGroup(
-                updater=k[0], scale_rules=k[1], weight_decay=k[2], indices=tuple(v)
+                updater=k[0], scale_rules=k[1], weight_decay=k[2], indices=tuple(v),
+                decays=_decays(trainable, v),
             )
             for k, v in groups.items()
         ),
         transform_steps=tuple(transform_steps),
     )
+
+
+def _decays(trainable, positions):
+    """A group's decay, split by coefficient: `((coefficient, positions),
+    ...)` in order of first appearance, or `None` if its updater's own
+    decay rule runs."""
+    by_coefficient = {}
+    for position in positions:
+        decay = trainable[position].decay
+        if decay == OWN_DECAY_RULE:
+            return None
+        if decay:
+            by_coefficient.setdefault(decay, []).append(position)
+    return tuple((c, tuple(members)) for c, members in by_coefficient.items())
 
 
 def slot_holders(plan, n_optimizers, built_on=None, fresh_paths=()):

@@ -94,10 +94,24 @@ class GroupedUpdate:
         evaluated at its source's step count)."""
         return internals.current_learning_rate(self.optimizers[self.sources[updater]])
 
+    def decay_of(self, variable, updater):
+        """The decay coefficient `updater` gives `variable` (`None` for
+        none), or `plan.OWN_DECAY_RULE` if it overrides Keras' decay rule.
+        Read once, when the plan is made: `exclude_from_weight_decay` is
+        fixed at build, and a compiled step bakes the coefficients in."""
+        optimizer = self.updaters[updater]
+        if not internals.has_keras_decay_rule(optimizer):
+            return plan_lib.OWN_DECAY_RULE
+        return internals.decay_coefficient(optimizer, variable)
+
     def apply(self, plan, rules, positions, grads, variables):
         """Decays and updates each group at its rate; counts the steps of
         every optimizer called except the inner one (the caller counts
         that one last: it is the wrapper's step).
+
+        Per group this does the group's rate (one multiply per scale rule),
+        its decay calls and one call of its optimizer's update; everything
+        per variable was resolved in the plan.
 
         Args:
             plan: The optimizer's `Plan`.
@@ -107,13 +121,22 @@ class GroupedUpdate:
                 replicas) and the variables.
         """
         step = internals.iterations_variable(self.optimizers[0])
-        index_of = {p: i for i, p in enumerate(positions)}
+        # In the usual step every variable has a gradient, in build order:
+        # positions are then the identity, and no lookup is needed.
+        if list(positions) == list(range(len(plan.trainable))):
+            def locate(members):
+                return members
+        else:
+            index_of = {p: i for i, p in enumerate(positions)}
+
+            def locate(members):
+                return [index_of[p] for p in members if p in index_of]
         scales = {}
         rates = {}
         saved = self._saved_step_states(plan)
         called = set()
         for group in plan.groups:
-            idx = [index_of[p] for p in group.indices if p in index_of]
+            idx = locate(group.indices)
             if not idx:
                 continue
             updater = self.updaters[group.updater]
@@ -126,26 +149,29 @@ class GroupedUpdate:
                     scales[rule_index] = ops.cast(value, "float32")
                 learning_rate = ops.multiply(learning_rate, scales[rule_index])
             group_vars = [variables[i] for i in idx]
-            group_grads = [grads[i] for i in idx]
-            if group.weight_decay is None:
+            if group.decays is None:
                 internals.apply_weight_decay(updater, group_vars, learning_rate)
-            elif group.weight_decay:
-                internals.decay_weights(updater, group_vars, group.weight_decay, learning_rate)
+            else:
+                for coefficient, members in group.decays:
+                    decayed = [variables[i] for i in locate(members)]
+                    if decayed:
+                        internals.decay_weights(updater, decayed, coefficient, learning_rate)
             if group.updater in saved and group.updater in called:
                 # Per-step state (Nadam's `_u_product`) must advance once per
                 # step, not once per group: every group starts from the same
                 # pre-step value, so the last group leaves it advanced once.
                 for state, value in zip(self._step_states[group.updater], saved[group.updater]):
                     state.assign(value)
-            internals.backend_update_step(updater, group_grads, group_vars, learning_rate)
+            internals.backend_update_step(
+                updater, [grads[i] for i in idx], group_vars, learning_rate
+            )
             called.add(group.updater)
         for index in sorted(called - {0}):
             internals.iterations_variable(self.updaters[index]).assign_add(1)
 
     def _saved_step_states(self, plan):
         saved = {}
-        for updater in {g.updater for g in plan.groups}:
-            calls = sum(1 for g in plan.groups if g.updater == updater)
+        for updater, calls in plan.calls_per_updater.items():
             if calls > 1 and self._step_states[updater]:
                 saved[updater] = [
                     ops.copy(ops.convert_to_tensor(s)) for s in self._step_states[updater]

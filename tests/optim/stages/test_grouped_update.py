@@ -70,3 +70,68 @@ def test_learning_rate_ratios_survive_a_zero_base_rate():
     rates = [float(keras.ops.convert_to_numpy(o.learning_rate)) for o in updates.optimizers]
     np.testing.assert_allclose(rates, [0.02, 0.1], rtol=1e-6)
     assert updates.learning_rate_ratios() == pytest.approx([1.0, 5.0])
+
+
+def _decay_setup():
+    """AdamW (decay 0.1) over a, b, c with `b` excluded from decay; `a` at
+    lr_scale 0.5, `c` overridden to decay 0.3: three groups."""
+    a, b, c = (keras.Variable(np.full(2, 1.0 + i, "float32"), name=n) for i, n in enumerate("abc"))
+    inner = keras.optimizers.AdamW(0.1, weight_decay=0.1)
+    inner.exclude_from_weight_decay(var_list=[b])
+    rules = [rules_lib.Rule(a, lr_scale=0.5), rules_lib.Rule(c, weight_decay=0.3)]
+    bound = [rule.bind(f"r{i}", None) for i, rule in enumerate(rules)]
+    updates = grouped_update.GroupedUpdate([inner])
+    plan = plan_lib.make_plan(bound, [a, b, c], [None, None], decay_of=updates.decay_of)
+    updates.build(plan_lib.slot_holders(plan, 1))
+    return bound, plan, updates, [a, b, c]
+
+
+def test_decay_coefficients_are_resolved_in_the_plan():
+    _, plan, _, _ = _decay_setup()
+    assert [p.decay for p in plan.trainable] == [pytest.approx(0.1), None, pytest.approx(0.3)]
+    assert [g.decays for g in plan.groups] == [((pytest.approx(0.1), (0,)),), (), ((0.3, (2,)),)]
+
+
+def test_a_step_makes_one_update_call_per_group_and_no_decay_lookup(monkeypatch):
+    """The counting guard of the step's per-group work: one update call and
+    at most one decay call per group, and no per-variable decay lookup
+    (resolved at build), whatever the number of variables."""
+    bound, plan, updates, variables = _decay_setup()
+    calls = {"update": 0, "decay": 0, "lookup": 0}
+
+    def counting(name, fn):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(internals, "backend_update_step", counting("update", internals.backend_update_step))
+    monkeypatch.setattr(internals, "decay_weights", counting("decay", internals.decay_weights))
+    monkeypatch.setattr(internals, "decay_coefficient", counting("lookup", internals.decay_coefficient))
+    monkeypatch.setattr(internals, "apply_weight_decay", counting("lookup", internals.apply_weight_decay))
+    grads = [keras.ops.convert_to_tensor([0.5, -1.0])] * 3
+    with internals.update_context():
+        updates.apply(plan, bound, [0, 1, 2], grads, variables)
+    assert calls == {"update": 3, "decay": 2, "lookup": 0}
+
+
+def test_resolved_decay_matches_adamw_per_group():
+    """Each variable ends where a plain AdamW at its group's rate and decay
+    takes it (b: no decay, as excluded; c: the rule's 0.3)."""
+    bound, plan, updates, variables = _decay_setup()
+    references = [
+        keras.optimizers.AdamW(0.05, weight_decay=0.1),
+        keras.optimizers.AdamW(0.1, weight_decay=0.0),
+        keras.optimizers.AdamW(0.1, weight_decay=0.3),
+    ]
+    copies = [keras.Variable(keras.ops.convert_to_numpy(v)) for v in variables]
+    grads = [keras.ops.convert_to_tensor([0.5, -1.0])] * 3
+    for _ in range(2):
+        with internals.update_context():
+            updates.apply(plan, bound, [0, 1, 2], grads, variables)
+        updates.optimizers[0].iterations.assign_add(1)
+        for reference, copy, g in zip(references, copies, grads):
+            reference.apply([g], [copy])
+    for v, r in zip(variables, copies):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(v), keras.ops.convert_to_numpy(r), rtol=1e-6)
