@@ -140,6 +140,15 @@ def decay_coefficient(optimizer, variable):
     return float(value) if value else None
 
 
+def decay_settings(optimizer):
+    """The coefficients `decay_coefficient` reads, comparable from one step
+    to the next (a tensor coefficient by identity)."""
+    values = [optimizer.weight_decay]
+    if isinstance(optimizer, keras.optimizers.Muon):
+        values.append(optimizer.adam_weight_decay)
+    return tuple(v if v is None or isinstance(v, (int, float)) else id(v) for v in values)
+
+
 def update_rule(optimizer, variable):
     """The update rule `optimizer` applies to `variable`: its class name,
     or for Muon which of its two paths updates it."""

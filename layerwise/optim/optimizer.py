@@ -313,6 +313,7 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
         paths = [plan_lib.path_of(v) for v in variables]
         for rule in self._rules:
             rule.selector.bind(paths)
+        self._planned_decay = self._updates.decay_settings()
         return plan_lib.make_plan(
             self._rules, variables, self._optimizer_of_rule, self.strict,
             updater_of=lambda v, optimizer: self._updater_of.get(self._key(v), optimizer),
@@ -401,6 +402,11 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
     def _step(self, positions, grads, variables):
         """One real step: process, update per group, observe, average, count."""
         step = internals.iterations_variable(self.inner_optimizer)
+        if self._updates.decay_settings() != self._planned_decay:
+            # Keras reads `weight_decay` at every step (eager torch follows a
+            # change at once, a compiled step at its next trace); the plan
+            # resolved the coefficients at build.
+            self._set_plan(self._make_plan(internals.built_variables(self)))
         if grads:
             grads = processing.unscale(self.inner_optimizer, grads)
             grads = processing.process_gradients(

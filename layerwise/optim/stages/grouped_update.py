@@ -104,6 +104,11 @@ class GroupedUpdate:
             return plan_lib.OWN_DECAY_RULE
         return internals.decay_coefficient(optimizer, variable)
 
+    def decay_settings(self):
+        """What `decay_of` read, per updater: when it changes (a user sets
+        `weight_decay` during training), the plan must be made again."""
+        return tuple(internals.decay_settings(o) for o in self.updaters)
+
     def apply(self, plan, rules, positions, grads, variables):
         """Decays and updates each group at its rate; counts the steps of
         every optimizer called except the inner one (the caller counts

@@ -135,3 +135,30 @@ def test_resolved_decay_matches_adamw_per_group():
             reference.apply([g], [copy])
     for v, r in zip(variables, copies):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(v), keras.ops.convert_to_numpy(r), rtol=1e-6)
+
+
+
+def _adamw_run(wrap, change_at=2):
+    import layerwise as lw
+
+    rng = np.random.default_rng(0)
+    init = [rng.normal(size=(3, 2)).astype("float32"), rng.normal(size=(2,)).astype("float32")]
+    grads = [keras.ops.convert_to_tensor(rng.normal(size=w.shape).astype("float32")) for w in init]
+    variables = [keras.Variable(w, name=f"v{i}") for i, w in enumerate(init)]
+    optimizer = keras.optimizers.AdamW(0.1, weight_decay=0.0)
+    if wrap:
+        # A second group, so the kernel's decay comes from a resolved plan.
+        optimizer = lw.LayerwiseOptimizer(optimizer, [lw.Rule(".*v1", lr_scale=0.5)])
+    for step in range(4):
+        if step == change_at:
+            optimizer.weight_decay = 0.5
+        optimizer.apply(grads, variables)
+    return np.asarray(variables[0])
+
+
+def test_weight_decay_changed_during_training_takes_effect_as_in_keras():
+    # Keras reads `weight_decay` at every (eager) step; the plan resolved
+    # the coefficients at build and must be made again.
+    plain = _adamw_run(wrap=False)
+    np.testing.assert_allclose(_adamw_run(wrap=True), plain, rtol=1e-6, atol=1e-7)
+    assert np.max(np.abs(_adamw_run(wrap=False, change_at=None) - plain)) > 1e-3
