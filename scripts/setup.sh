@@ -15,5 +15,7 @@ PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # keras-hub backbones (built from small configs, no weights) for the recipe
 # tests. Its tensorflow-text requirement would pull the full TensorFlow build
 # next to tensorflow-cpu; building a backbone needs only these.
-"${PIP[@]}" --no-deps "keras-hub>=0.22"
+# (Its dependencies first: pip's check after a later install would report
+# the missing tensorflow-text.)
 "${PIP[@]}" absl-py packaging regex rich tokenizers sentencepiece
+"${PIP[@]}" --no-deps "keras-hub>=0.22"
