@@ -8,6 +8,8 @@ import time
 import keras
 import numpy as np
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
 
 def classification_data(steps, batch_size, width):
     """`steps` batches of Gaussian features and labels in 0..9."""
@@ -31,6 +33,38 @@ def fit_arguments(repeats, steps, batch_size):
     return parser
 
 
+def add_clock_arguments(parser):
+    """`--clock` (what `alternating_times` reads) and `--threads` (torch's
+    intra-op threads; with `--clock cpu` one thread keeps idle spinning
+    threads out of the figure)."""
+    parser.add_argument(
+        "--clock", choices=tuple(CLOCKS), default="wall",
+        help="wall time, or the process's CPU time (all its threads), which "
+        "other processes on a shared host disturb less",
+    )
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch only: torch.set_num_threads(THREADS)")
+    return parser
+
+
+def set_threads(threads):
+    """Applies `--threads`; returns the intra-op thread count in use (torch),
+    else `None`."""
+    if keras.backend.backend() != "torch":
+        if threads is not None:
+            raise ValueError(
+                f"`--threads` is for the torch backend only. Received: threads={threads} "
+                f"on {keras.backend.backend()}"
+            )
+        return None
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+
 def epoch_seconds(model, x, y, batch_size, callbacks=None):
     """Wall time of one `fit` epoch over `x`, in order, without output."""
     start = time.perf_counter()
@@ -39,20 +73,22 @@ def epoch_seconds(model, x, y, batch_size, callbacks=None):
     return time.perf_counter() - start
 
 
-def alternating_times(runs, repeats, per_run=1):
+def alternating_times(runs, repeats, per_run=1, clock="wall"):
     """Times each callable in `runs` once per repeat, in alternating order
     (ABC, CBA, ...), so drifts of the machine hit all of them alike.
+    `clock` is a key of `CLOCKS`.
 
     Returns:
         `(medians, times)`: seconds per run divided by `per_run`.
     """
+    now = CLOCKS[clock]
     kinds = list(runs)
     times = {k: [] for k in kinds}
     for r in range(repeats):
         for kind in kinds if r % 2 == 0 else list(reversed(kinds)):
-            start = time.perf_counter()
+            start = now()
             runs[kind]()
-            times[kind].append((time.perf_counter() - start) / per_run)
+            times[kind].append((now() - start) / per_run)
     return {k: statistics.median(v) for k, v in times.items()}, times
 
 
@@ -67,7 +103,7 @@ def state_bytes(optimizers):
     )
 
 
-def instance_times(make_run, kinds, instances, repeats, per_run=1):
+def instance_times(make_run, kinds, instances, repeats, per_run=1, clock="wall"):
     """Times `instances` separately built copies of each configuration,
     all alternating in one process, and keeps each configuration's best
     instance.
@@ -85,7 +121,7 @@ def instance_times(make_run, kinds, instances, repeats, per_run=1):
             included) and returning the callable to time.
         kinds: The configurations.
         instances: Copies built of each.
-        repeats, per_run: As for `alternating_times`.
+        repeats, per_run, clock: As for `alternating_times`.
 
     Returns:
         `(best, spread)`: per kind, the lowest median over its instances,
@@ -98,7 +134,7 @@ def instance_times(make_run, kinds, instances, repeats, per_run=1):
         # lands at the same place in the sequence of allocations.
         for k in kinds[i % len(kinds):] + kinds[:i % len(kinds)]:
             runs[(k, i)] = make_run(k)
-    med, _ = alternating_times(runs, repeats, per_run=per_run)
+    med, _ = alternating_times(runs, repeats, per_run=per_run, clock=clock)
     best, spread = {}, {}
     for k in kinds:
         values = [med[(k, i)] for i in range(instances)]

@@ -11,6 +11,7 @@ control) is printed: a ratio inside that spread is not a signal.
 
 Usage:
     KERAS_BACKEND=jax python benchmarks/fit_overhead.py [--jit] [--repeats 9]
+    KERAS_BACKEND=torch python benchmarks/fit_overhead.py --clock cpu --threads 1
 """
 
 import os
@@ -21,7 +22,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import layerwise as lw  # noqa: E402
-from common import epoch_seconds, fit_arguments, instance_times  # noqa: E402
+from common import (  # noqa: E402
+    add_clock_arguments, epoch_seconds, fit_arguments, instance_times, set_threads,
+)
 
 BLOCKS = 12
 WIDTH = 256
@@ -69,7 +72,9 @@ def main():
     parser = fit_arguments(repeats=9, steps=100, batch_size=64)
     parser.add_argument("--log", action="store_true",
                         help="also time LayerwiseOptimizer(log=(lr, grad_norm, update_ratio))")
+    add_clock_arguments(parser)
     args = parser.parse_args()
+    threads = set_threads(args.threads)
 
     rng = np.random.default_rng(0)
     n = args.steps * args.batch_size
@@ -84,13 +89,16 @@ def main():
         first[kind] = epoch_seconds(model, x, y, args.batch_size)  # warm-up: trace / compile
         return lambda: epoch_seconds(model, x, y, args.batch_size)
 
-    med, spread = instance_times(make_run, kinds, args.instances, args.repeats, per_run=args.steps)
+    med, spread = instance_times(
+        make_run, kinds, args.instances, args.repeats, per_run=args.steps, clock=args.clock
+    )
     groups = len(built["layerwise"].optimizer.plan.groups)
     params = sum(int(np.prod(v.shape)) for v in build_model(0).trainable_variables)
     print(
         f"backend={keras.backend.backend()} jit_compile={args.jit} params={params} "
         f"groups={groups} steps={args.steps} batch={args.batch_size} repeats={args.repeats} "
-        f"instances={args.instances} (best instance; A/A = slowest/fastest instance)"
+        f"instances={args.instances} clock={args.clock} threads={threads} "
+        "(best instance; A/A = slowest/fastest instance)"
     )
     for kind in kinds:
         print(

@@ -1,11 +1,16 @@
 """Many groups: ~1,000 variables, up to one update group per variable.
 
 Real fine-tuning configurations can have one parameter group per tensor
-(a user reported 465 groups in PyTorch). Model: a deep stack of `--blocks`
-(default 250) small blocks, each `Dense(width) -> LayerNormalization` with
-a residual (kernel, bias, gamma, beta: 4 variables a block, 1,000 with a
-10-unit head's 2 more: 1,002; width 32, 281k parameters), AdamW(1e-3,
-weight_decay=0.01). Configurations:
+(a user reported 465 groups in PyTorch). Model: `--blocks` (default 250)
+small blocks, each `LayerNormalization(Dense(width)(x))` (kernel, bias,
+gamma, beta: 4 variables a block, 1,000 with a 10-unit head's 2 more:
+1,002; width 32, 281k parameters), in `--depth` (default 25) residual rows
+of `blocks / depth` side by side: `x = x + sum(blocks of the row)`;
+AdamW(1e-3, weight_decay=0.01). Depth, not the number of variables, is
+what makes XLA's CPU compile slow (a plain 50-deep stack compiles in 80 s,
+a 250-deep one not in 10 minutes; 25 x 10 in ~40 s and 1.9 GB), and a
+residual inside each block, `LayerNormalization(x + Dense(x))`, made the
+25 x 10 compile exceed 20 GB. `--depth 0` gives the one-wide stack. Configurations:
 
 - `plain`: AdamW alone;
 - `groups_1`: `LayerwiseOptimizer(AdamW)` without rules (one group);
@@ -27,10 +32,14 @@ Two measurements:
   it) at 1, 11, 51, 201 groups and one per variable; the fixed cost of one
   more group is the least-squares slope of the median apply time over the
   number of groups.
+- `--mode hlo` (JAX): the compiled apply's program, counted (parameters,
+  fusions, copies) at the same group counts: what one more group adds to
+  the program, free of timing noise.
 
 Usage:
     KERAS_BACKEND=jax python benchmarks/many_groups.py --jit [--repeats 5]
     KERAS_BACKEND=tensorflow python benchmarks/many_groups.py --mode apply [--jit]
+    KERAS_BACKEND=jax python benchmarks/many_groups.py --mode hlo
 """
 
 import os
@@ -52,13 +61,22 @@ from common import (  # noqa: E402
 GROUP_COUNTS = (1, 11, 51, 201)
 
 
-def build_model(blocks, width, seed=0):
+def build_model(blocks, width, depth=None, seed=0):
+    depth = depth or blocks
+    if blocks % depth:
+        raise ValueError(f"`blocks` must be a multiple of `depth`. Received: blocks={blocks}, depth={depth}")
+    side = blocks // depth
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((width,))
     x = inputs
-    for i in range(blocks):
-        h = keras.layers.Dense(width, activation="gelu", name=f"block_{i}_dense")(x)
-        x = keras.layers.LayerNormalization(name=f"block_{i}_norm")(x + h)
+    for row in range(depth):
+        outs = [
+            keras.layers.LayerNormalization(name=f"block_{i}_norm")(
+                keras.layers.Dense(width, activation="gelu", name=f"block_{i}_dense")(x)
+            )
+            for i in range(row * side, (row + 1) * side)
+        ]
+        x = x + (outs[0] if side == 1 else keras.layers.Add(name=f"row_{row}")(outs))
     outputs = keras.layers.Dense(10, name="head")(x)
     return keras.Model(inputs, outputs)
 
@@ -100,13 +118,24 @@ def count_update_traces(optimizer):
     return counter
 
 
-def fit_mode(args):
+def fit_kinds(args):
     kinds = ("plain", f"groups_{min(201, args.blocks + 1)}", "per_variable")
+    if not args.kinds:
+        return kinds
+    wanted = tuple(args.kinds.split(","))
+    unknown = [k for k in wanted if k not in kinds]
+    if unknown:
+        raise ValueError(f"`--kinds` must name some of {kinds}. Received: kinds={args.kinds!r}")
+    return wanted
+
+
+def fit_mode(args):
+    kinds = fit_kinds(args)
     x, y = classification_data(args.steps, args.batch_size, args.width)
     first, built, counters = {}, {}, {}
 
     def make_run(kind):
-        model = build_model(args.blocks, args.width)
+        model = build_model(args.blocks, args.width, args.depth)
         optimizer = make_optimizer(kind, model.trainable_variables)
         counters.setdefault(kind, []).append(count_update_traces(optimizer))
         model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -118,15 +147,21 @@ def fit_mode(args):
         return lambda: epoch_seconds(model, x, y, args.batch_size)
 
     med, spread = instance_times(make_run, kinds, args.instances, args.repeats, per_run=args.steps)
-    plain_bytes = state_bytes(built["plain"].optimizer)
-    params = sum(int(np.prod(v.shape)) for v in built["plain"].trainable_variables)
+    variables = next(iter(built.values())).trainable_variables
+    # Plain's state, built (not compiled) on the same variables: a process
+    # timing one configuration still checks its state.
+    reference = make_optimizer("plain", variables)
+    reference.build(variables)
+    plain_bytes = state_bytes(reference)
+    params = sum(int(np.prod(v.shape)) for v in variables)
     print(f"backend={keras.backend.backend()} jit_compile={args.jit} mode=fit blocks={args.blocks} "
-          f"width={args.width} variables={len(built['plain'].trainable_variables)} params={params} "
-          f"steps={args.steps} batch={args.batch_size} repeats={args.repeats} "
+          f"depth={args.depth or args.blocks} width={args.width} variables={len(variables)} "
+          f"params={params} steps={args.steps} batch={args.batch_size} repeats={args.repeats} "
           f"instances={args.instances} (best instance; A/A = slowest/fastest instance)")
     for kind in kinds:
         optimizer = built[kind].optimizer
-        line = (f"  {kind:<13} median step {med[kind] * 1e3:8.3f} ms  ratio {med[kind] / med['plain']:.3f}  "
+        ratio = f"ratio {med[kind] / med['plain']:.3f}" if "plain" in med else "ratio -"
+        line = (f"  {kind:<13} median step {med[kind] * 1e3:8.3f} ms  {ratio}  "
                 f"(A/A {spread[kind][1] / spread[kind][0]:.3f}); first epoch {first[kind]:.2f} s")
         if isinstance(optimizer, lw.LayerwiseOptimizer):
             n_rules = len(optimizer.rules)
@@ -142,7 +177,7 @@ def fit_mode(args):
 def apply_mode(args):
     counts = [c for c in GROUP_COUNTS if c <= args.blocks + 1]
     kinds = ["plain"] + [f"groups_{c}" for c in counts] + ["per_variable"]
-    shapes = [tuple(v.shape) for v in build_model(args.blocks, args.width).trainable_variables]
+    shapes = [tuple(v.shape) for v in build_model(args.blocks, args.width, args.depth).trainable_variables]
     rng = np.random.default_rng(1)
     grads_np = [rng.normal(size=s).astype("float32") for s in shapes]
     first, groups = {}, {}
@@ -181,17 +216,51 @@ def apply_mode(args):
           f"intercept {intercept * 1e3:.3f} ms (plain {med['plain'] * 1e3:.3f} ms)")
 
 
+def hlo_mode(args):
+    """JAX: the optimized program of the jitted apply (state donated in the
+    order it is returned, as `apply_only.compiled_apply` does), counted."""
+    if keras.backend.backend() != "jax":
+        raise ValueError(f"`--mode hlo` is for the jax backend. Received: {keras.backend.backend()}")
+    import jax
+
+    counts = [c for c in GROUP_COUNTS if c <= args.blocks + 1]
+    kinds = ["plain"] + [f"groups_{c}" for c in counts] + ["per_variable"]
+    shapes = [tuple(v.shape) for v in build_model(args.blocks, args.width, args.depth).trainable_variables]
+    print(f"backend=jax mode=hlo variables={len(shapes)} (entry computation of the optimized HLO)")
+    for kind in kinds:
+        variables = [keras.Variable(np.zeros(s, "float32"), name=f"w{i}") for i, s in enumerate(shapes)]
+        optimizer = make_optimizer(kind, variables)
+        optimizer.build(variables)
+
+        def step(train_values, opt_values, grad_values):
+            return optimizer.stateless_apply(opt_values, grad_values, train_values)
+
+        text = jax.jit(step, donate_argnums=(0, 1)).lower(
+            [v.value for v in variables], [v.value for v in optimizer.variables],
+            [keras.ops.ones(s) for s in shapes],
+        ).compile().as_text()
+        entry = text.split("\nENTRY ", 1)[1].splitlines()
+        groups = len(optimizer.plan.groups) if kind != "plain" else 0
+        print(f"  {kind:<13} groups {groups:>5}  optimizer variables {len(optimizer.variables):>5}  "
+              f"parameters {sum(' parameter(' in line for line in entry):>5}  "
+              f"fusions {sum(' fusion(' in line for line in entry):>5}  "
+              f"copies {sum(' copy(' in line for line in entry):>3}")
+
+
 def main():
     parser = fit_arguments(repeats=5, steps=20, batch_size=32)
-    parser.add_argument("--mode", choices=("fit", "apply"), default="fit")
+    parser.add_argument("--mode", choices=("fit", "apply", "hlo"), default="fit")
     parser.add_argument("--blocks", type=int, default=250)
+    parser.add_argument("--depth", type=int, default=25,
+                        help="rows of blocks, blocks / depth side by side (0: one-wide stack)")
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--calls", type=int, default=5)
+    parser.add_argument("--kinds", default=None,
+                        help="fit mode: comma-separated configurations to time (default: all "
+                        "three); one a process keeps one compiled step in memory (a 1,002-"
+                        "variable XLA CPU step holds ~6 GB, see RESULTS.md)")
     args = parser.parse_args()
-    if args.mode == "fit":
-        fit_mode(args)
-    else:
-        apply_mode(args)
+    {"fit": fit_mode, "apply": apply_mode, "hlo": hlo_mode}[args.mode](args)
 
 
 if __name__ == "__main__":

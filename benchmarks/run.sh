@@ -23,8 +23,10 @@ for mode in "${modes[@]}"; do
   run "$1" benchmarks/accumulation.py ${2:-} --repeats 7
   run "$1" benchmarks/many_groups.py ${2:-} --mode apply --repeats 5 --calls 3
 done
-run jax benchmarks/many_groups.py --jit --repeats 5
-run tensorflow benchmarks/many_groups.py --jit --repeats 5
+run jax benchmarks/many_groups.py --jit --steps 10 --repeats 7
+run tensorflow benchmarks/many_groups.py --jit --steps 10 --repeats 7 --instances 1
+run jax benchmarks/many_groups.py --mode hlo
+run torch benchmarks/fit_overhead.py --repeats 9 --clock cpu --threads 1
 run jax benchmarks/accumulation.py --jit --repeats 7 --width 1024 --steps 20
 run tensorflow benchmarks/accumulation.py --jit --repeats 5 --width 1024 --steps 20
 run jax benchmarks/accumulation.py --jit --memory --width 1024
