@@ -64,7 +64,6 @@ def set_threads(threads):
     return torch.get_num_threads()
 
 
-
 def epoch_seconds(model, x, y, batch_size, callbacks=None):
     """Wall time of one `fit` epoch over `x`, in order, without output."""
     start = time.perf_counter()
