@@ -53,7 +53,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import layerwise as lw  # noqa: E402
-from apply_only import compiled_apply  # noqa: E402
+from apply_only import compiled_apply, jitted_apply  # noqa: E402
 from common import (  # noqa: E402
     classification_data, epoch_seconds, fit_arguments, instance_times, state_bytes,
 )
@@ -217,12 +217,10 @@ def apply_mode(args):
 
 
 def hlo_mode(args):
-    """JAX: the optimized program of the jitted apply (state donated in the
-    order it is returned, as `apply_only.compiled_apply` does), counted."""
+    """JAX: the optimized program of the jitted apply (`apply_only.jitted_apply`),
+    counted."""
     if keras.backend.backend() != "jax":
         raise ValueError(f"`--mode hlo` is for the jax backend. Received: {keras.backend.backend()}")
-    import jax
-
     counts = [c for c in GROUP_COUNTS if c <= args.blocks + 1]
     kinds = ["plain"] + [f"groups_{c}" for c in counts] + ["per_variable"]
     shapes = [tuple(v.shape) for v in build_model(args.blocks, args.width, args.depth).trainable_variables]
@@ -231,11 +229,7 @@ def hlo_mode(args):
         variables = [keras.Variable(np.zeros(s, "float32"), name=f"w{i}") for i, s in enumerate(shapes)]
         optimizer = make_optimizer(kind, variables)
         optimizer.build(variables)
-
-        def step(train_values, opt_values, grad_values):
-            return optimizer.stateless_apply(opt_values, grad_values, train_values)
-
-        text = jax.jit(step, donate_argnums=(0, 1)).lower(
+        text = jitted_apply(optimizer).lower(
             [v.value for v in variables], [v.value for v in optimizer.variables],
             [keras.ops.ones(s) for s in shapes],
         ).compile().as_text()

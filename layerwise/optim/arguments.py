@@ -215,6 +215,29 @@ def variables_for(optimizer, grads):
     )
 
 
+def resolve_variables(optimizer, grads, trainable_variables):
+    """The variables `apply(grads, trainable_variables)` updates, checked;
+    builds `optimizer` on them if it is not built yet."""
+    if trainable_variables is None:
+        if not optimizer.built:
+            raise ValueError(
+                "When passing `grads` without `trainable_variables`, the "
+                "optimizer must already be built: call "
+                "`optimizer.build(trainable_variables)` first."
+            )
+        return variables_for(optimizer, grads)
+    variables = list(trainable_variables)
+    if not optimizer.built:
+        optimizer.build(variables)
+    internals.check_variables_are_known(optimizer, variables)
+    if len(grads) != len(variables):
+        raise ValueError(
+            "`grads` must have one entry per variable. Received "
+            f"{len(grads)} gradients for {len(variables)} variables."
+        )
+    return variables
+
+
 def check_weights(optimizer, weights):
     """`set_weights`' argument: one array per variable, shapes matching."""
     if not optimizer.built:

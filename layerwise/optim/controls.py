@@ -1,7 +1,7 @@
 """What a user reads and changes on `LayerwiseOptimizer` while it trains.
 
 The rules and the plan (`get_rule`, `set_lr_scale`, `set_frozen`,
-`summary`), the optimizers it drives (`all_optimizers`, `optimizer_of`),
+`summary`; `exclude_from_weight_decay`, before build), the optimizers it drives (`all_optimizers`, `optimizer_of`),
 and what the stages expose (`diagnostics`, `ema_pairs`, `skipped_steps`).
 A part of the facade, composed into `LayerwiseOptimizer` with the Keras
 optimizer it is; it reads the facade's stages and never runs in a step.
@@ -9,7 +9,6 @@ optimizer it is; it reads the facade's stages and never runs in a step.
 
 from layerwise import _validation
 from layerwise._internals import optimizers as internals
-from layerwise.optim import plan as plan_lib
 from layerwise.optim import processing
 from layerwise.optim import summary as summary_lib
 
@@ -25,12 +24,12 @@ class Controls:
     @property
     def plan(self):
         """The per-variable `Plan` (available once built)."""
-        if self._plan is None:
+        if self._planning.current is None:
             raise ValueError(
                 "The optimizer is not built yet: call `fit` or "
                 "`optimizer.build(model.trainable_variables)` first."
             )
-        return self._plan
+        return self._planning.current
 
     def all_optimizers(self):
         """Every Keras optimizer this one drives: the inner one, the rules'
@@ -111,12 +110,9 @@ class Controls:
         previous, rule.frozen = rule.frozen, frozen
         if not self.built:
             return
-        if self._built_on is None:
-            self._built_on = [
-                [plan_lib.path_of(v) for v in internals.built_variables(o)] for o in self._updates.optimizers
-            ]
+        self._planning.record_built_on(self._updates.optimizers)
         try:
-            plan = self._make_plan(internals.built_variables(self))
+            plan = self._planning.make(internals.built_variables(self))
             processing.check_symbolically(
                 plan, self._rules, self.gradient_hook, self._updates.optimizers
             )
@@ -128,11 +124,33 @@ class Controls:
             for source, members in sorted(sources.items()):
                 self._add_fresh(source, members, at_runtime=True)
             if sources:
-                plan = self._make_plan(internals.built_variables(self))
+                plan = self._planning.make(internals.built_variables(self))
         except BaseException:
             rule.frozen = previous
             raise
-        self._set_plan(plan)
+        self._use_plan(plan)
+
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        """Excludes variables from every optimizer's weight decay, as Keras'
+        `exclude_from_weight_decay` does for one optimizer (a later call
+        replaces an earlier one). Must be called before the optimizer is
+        built. A rule's `weight_decay` still overrides it.
+
+        Args:
+            var_list: Variables to exclude.
+            var_names: Strings; a variable whose name contains one of them
+                (a regular expression search on `variable.name`) is excluded.
+        """
+        if self.built:
+            raise ValueError(
+                "`exclude_from_weight_decay()` can only be configured before "
+                "the optimizer is built (the plan is computed at build). Use "
+                "`Rule(match, weight_decay=0.0)` to change decay later, on a "
+                "new optimizer."
+            )
+        for optimizer in self._updates.optimizers:
+            optimizer.exclude_from_weight_decay(var_list=var_list, var_names=var_names)
+        self._pending_exclusions = None
 
     def summary(self, print_fn=None):
         """Prints, per variable: rules, update rule, lr scale, effective lr,

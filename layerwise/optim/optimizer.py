@@ -16,6 +16,7 @@ from layerwise._internals import optimizers as internals
 from layerwise.optim import arguments
 from layerwise.optim import controls
 from layerwise.optim import plan as plan_lib
+from layerwise.optim import planning as planning_lib
 from layerwise.optim import processing
 from layerwise.optim import saving
 from layerwise.optim import summary as summary_lib
@@ -149,7 +150,6 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
         )
         self.inner_optimizer = optimizer
         self.gradient_hook = gradient_hook
-        self.strict = strict
         self.ema_bias_correction = ema_bias_correction
         self.ema_overwrite_at_end = ema_overwrite_at_end
         self.skip_nonfinite = skip_nonfinite
@@ -175,12 +175,9 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
             ema, ema_bias_correction, self._key, ema_overwrite_frequency
         )
         self._updates = grouped_update_lib.GroupedUpdate(optimizers)
-        self._plan = None
-        self._updater_of = {}
-        # Set once the plan changed after build (`set_frozen`): the paths
-        # each optimizer was built on, saved so a loaded one matches.
-        self._built_on = None
-        self._saved_fresh = []
+        self._planning = planning_lib.Planning(
+            self._rules, self._optimizer_of_rule, strict, self._updates, self._key
+        )
         self._pending_exclusions = None
         self._format = saving.FORMAT
 
@@ -230,6 +227,14 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
         self._updates.set_learning_rate(value)
 
     @property
+    def strict(self):
+        return self._planning.strict
+
+    @strict.setter
+    def strict(self, value):
+        self._planning.strict = value
+
+    @property
     def accumulate_steps(self):
         return self._accumulation.steps
 
@@ -246,28 +251,6 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
             for variable, average in self.ema_pairs():
                 variable.assign(average)
 
-    def exclude_from_weight_decay(self, var_list=None, var_names=None):
-        """Excludes variables from every optimizer's weight decay, as Keras'
-        `exclude_from_weight_decay` does for one optimizer (a later call
-        replaces an earlier one). Must be called before the optimizer is
-        built. A rule's `weight_decay` still overrides it.
-
-        Args:
-            var_list: Variables to exclude.
-            var_names: Strings; a variable whose name contains one of them
-                (a regular expression search on `variable.name`) is excluded.
-        """
-        if self.built:
-            raise ValueError(
-                "`exclude_from_weight_decay()` can only be configured before "
-                "the optimizer is built (the plan is computed at build). Use "
-                "`Rule(match, weight_decay=0.0)` to change decay later, on a "
-                "new optimizer."
-            )
-        for optimizer in self._updates.optimizers:
-            optimizer.exclude_from_weight_decay(var_list=var_list, var_names=var_names)
-        self._pending_exclusions = None
-
     # ------------------------------------------------------------------
     # Build and apply: the gradient's path.
 
@@ -276,8 +259,7 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
             return
         variables = list(variables)
         saving.restore_decay_exclusions(self._updates.optimizers, self._pending_exclusions, variables)
-        fresh_paths = {path for _, paths in self._saved_fresh for path in paths}
-        plan = self._make_plan(variables)
+        plan = self._planning.make(variables)
         processing.check_symbolically(
             plan, self._rules, self.gradient_hook, self._updates.optimizers
         )
@@ -288,40 +270,25 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
         )
         super().build(variables)
         self.gradient_accumulation_steps, self.use_ema = steps, self._ema.enabled
-        slots_of = plan_lib.slot_holders(
-            plan, len(self._updates.optimizers), self._built_on, fresh_paths
-        )
+        slots_of = self._planning.slot_holders(plan)
         ordered = [v for members in slots_of for v in members]
         self._accumulation.build(self._add_scalar, self.add_variable_from_reference, ordered)
         self._ema.build(self.add_variable_from_reference, ordered)
         self._updates.build(slots_of)
-        for source, paths in self._saved_fresh:
+        for source, paths in self._planning.saved_fresh:
             wanted = set(paths)
             self._add_fresh(source, [v for v in variables if plan_lib.path_of(v) in wanted], paths)
-        self._set_plan(self._make_plan(variables))
+        self._use_plan(self._planning.make(variables))
         self.built = True
 
     def _add_fresh(self, source, variables, paths=None, at_runtime=False):
         with internals.variable_creation_scope(self._updates.optimizers[source]):
             self._accumulation.add(self.add_variable_from_reference, variables)
             self._ema.add(self.add_variable_from_reference, variables, at_runtime)
-        index = self._updates.add_fresh(source, variables, paths)
-        for variable in variables:
-            self._updater_of[self._key(variable)] = index
+        self._planning.hold(variables, self._updates.add_fresh(source, variables, paths))
 
-    def _make_plan(self, variables):
-        paths = [plan_lib.path_of(v) for v in variables]
-        for rule in self._rules:
-            rule.selector.bind(paths)
-        self._planned_decay = self._updates.decay_settings()
-        return plan_lib.make_plan(
-            self._rules, variables, self._optimizer_of_rule, self.strict,
-            updater_of=lambda v, optimizer: self._updater_of.get(self._key(v), optimizer),
-            decay_of=self._updates.decay_of,
-        )
-
-    def _set_plan(self, plan):
-        self._plan = plan
+    def _use_plan(self, plan):
+        self._planning.current = plan
         self._freezing.apply(plan)
 
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
@@ -359,7 +326,7 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
         grads = list(grads)
         if not grads:
             return  # As Keras: applying no gradients is a no-op.
-        variables = self._resolve_variables(grads, trainable_variables)
+        variables = arguments.resolve_variables(self, grads, trainable_variables)
         with keras.name_scope(self.name), internals.update_context():
             positions, grads, variables, overwrites = self._freezing.trainable_subset(
                 grads, variables
@@ -368,7 +335,11 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
             # the global gradient, as on one device (Keras clips per replica).
             grads, reduced = internals.all_reduce_across_replicas(grads)
             arguments.check_distribution(self, reduced)
-            state = self.variables + list(variables) + [v for _, v in overwrites]
+            # What a conditional branch may touch (JAX's branches must be
+            # pure): only the guard and accumulation branch.
+            state = []
+            if self._guard.enabled or self._accumulation.enabled:
+                state = self.variables + list(variables) + [v for _, v in overwrites]
 
             def real_step(mean):
                 self._step(positions, mean, variables)
@@ -379,47 +350,25 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
                 state,
             )
 
-    def _resolve_variables(self, grads, trainable_variables):
-        if trainable_variables is None:
-            if not self.built:
-                raise ValueError(
-                    "When passing `grads` without `trainable_variables`, the "
-                    "optimizer must already be built: call "
-                    "`optimizer.build(trainable_variables)` first."
-                )
-            return arguments.variables_for(self, grads)
-        variables = list(trainable_variables)
-        if not self.built:
-            self.build(variables)
-        internals.check_variables_are_known(self, variables)
-        if len(grads) != len(variables):
-            raise ValueError(
-                "`grads` must have one entry per variable. Received "
-                f"{len(grads)} gradients for {len(variables)} variables."
-            )
-        return variables
-
     def _step(self, positions, grads, variables):
         """One real step: process, update per group, observe, average, count."""
         step = internals.iterations_variable(self.inner_optimizer)
-        if self._updates.decay_settings() != self._planned_decay:
-            # Keras reads `weight_decay` at every step (eager torch follows a
-            # change at once, a compiled step at its next trace); the plan
-            # resolved the coefficients at build.
-            self._set_plan(self._make_plan(internals.built_variables(self)))
+        if self._planning.decay_changed():
+            self._use_plan(self._planning.make(internals.built_variables(self)))
+        plan = self._planning.current
         if grads:
             grads = processing.unscale(self.inner_optimizer, grads)
             grads = processing.process_gradients(
-                self._plan, self._rules, self.gradient_hook, self._updates.optimizers,
+                plan, self._rules, self.gradient_hook, self._updates.optimizers,
                 positions, grads, variables,
             )
             before = self._diagnostics.snapshot(variables)
-            self._updates.apply(self._plan, self._rules, positions, grads, variables)
+            self._updates.apply(plan, self._rules, positions, grads, variables)
             for variable in variables:
                 if variable.constraint is not None:
                     variable.assign(variable.constraint(variable))
             self._diagnostics.record(
-                self._plan, self._rules, self._optimizer_of_rule,
+                plan, self._rules, self._optimizer_of_rule,
                 lambda index: internals.current_learning_rate(self._updates.optimizers[index]),
                 positions, grads, variables, before, step,
             )

@@ -103,8 +103,8 @@ def from_config(cls, config, custom_objects=None):
         hook = keras.saving.deserialize_keras_object(hook, custom_objects=custom_objects)
     instance = cls(optimizer, rules, gradient_hook=hook, **config)
     instance._format = runtime["format"]
-    instance._built_on = runtime["built_on"]
-    instance._saved_fresh = runtime["fresh"]
+    instance._planning.built_on = runtime["built_on"]
+    instance._planning.saved_fresh = runtime["fresh"]
     instance._pending_exclusions = runtime["exclusions"]
     instance._updates.restore_ratios(runtime["ratios"])
     return instance
@@ -119,7 +119,7 @@ def runtime_config(optimizer):
     return {
         "format": FORMAT,
         "weight_decay_exclusions": exclusions,
-        "built_on": optimizer._built_on,
+        "built_on": optimizer._planning.built_on,
         "unfrozen_at_runtime": [
             {"source": source, "paths": list(paths)} for source, paths in updates.fresh
         ],

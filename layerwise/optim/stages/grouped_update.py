@@ -138,6 +138,7 @@ class GroupedUpdate:
                 return [index_of[p] for p in members if p in index_of]
         scales = {}
         rates = {}
+        tensor_rates = {}
         saved = self._saved_step_states(plan)
         called = set()
         for group in plan.groups:
@@ -148,11 +149,17 @@ class GroupedUpdate:
             if group.updater not in rates:
                 rates[group.updater] = self.learning_rate(group.updater)
             learning_rate = rates[group.updater]
+            if group.scale_rules:
+                if group.updater not in tensor_rates:
+                    tensor_rates[group.updater] = ops.cast(learning_rate, "float32")
+                learning_rate = tensor_rates[group.updater]
             for rule_index in group.scale_rules:
                 if rule_index not in scales:
                     value = rules[rule_index].scale_value(step)
                     scales[rule_index] = ops.cast(value, "float32")
-                learning_rate = ops.multiply(learning_rate, scales[rule_index])
+                # Two float32 tensors: the backend's own `*`. On eager torch
+                # `ops.multiply`'s dispatch was most of a group's own Python.
+                learning_rate = learning_rate * scales[rule_index]
             group_vars = [variables[i] for i in idx]
             if group.decays is None:
                 internals.apply_weight_decay(updater, group_vars, learning_rate)
