@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole benchmark suite, every backend (TensorFlow graph and XLA, JAX
 # jit, torch eager), in the configurations benchmarks/RESULTS.md reports.
-# Usage: bash benchmarks/run.sh > results.txt   (about an hour on 2 cores)
+# Usage: bash benchmarks/run.sh > results.txt   (hours on 2 cores: the two
+# 1,002-variable TF XLA runs of many_groups.py alone take ~35 minutes)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -25,8 +26,13 @@ for mode in "${modes[@]}"; do
 done
 run jax benchmarks/many_groups.py --jit --steps 10 --repeats 7
 run tensorflow benchmarks/many_groups.py --jit --steps 10 --repeats 7 --instances 1
+run tensorflow benchmarks/many_groups.py --jit --steps 10 --repeats 7 --instances 2 --kinds plain,groups_201
 run jax benchmarks/many_groups.py --mode hlo
 run torch benchmarks/fit_overhead.py --repeats 9 --clock cpu --threads 1
+for variables in tiny mlp; do
+  run torch benchmarks/apply_only.py --variables $variables --clock cpu --threads 1 \
+    --kinds plain,groups_1,groups_13,keras_1,keras_13 --repeats 15 --calls 20
+done
 run jax benchmarks/accumulation.py --jit --repeats 7 --width 1024 --steps 20
 run tensorflow benchmarks/accumulation.py --jit --repeats 5 --width 1024 --steps 20
 run jax benchmarks/accumulation.py --jit --memory --width 1024
