@@ -297,6 +297,21 @@ def leave_all_reduce_to_caller(optimizer):
         optimizer._all_reduce_sum_gradients = _already_reduced
 
 
+def track_for_checkpoints(owner, optimizer, name):
+    """Makes `optimizer` a TensorFlow checkpoint dependency of `owner`.
+
+    Keras' TensorFlow optimizers are trackable: an optimizer held in an
+    attribute (as `inner_optimizer`) is saved and restored with its owner by
+    `tf.train.Checkpoint`. The rule and unfrozen optimizers are held by the
+    grouped update instead (in an attribute, Keras' `.keras` saving would
+    store their state a second time), so they are tracked here by a name
+    that is the same in every instance. Keras' `.keras` saving skips these
+    dependencies. Other backends have no such checkpoints.
+    """
+    if keras.backend.backend() == "tensorflow":
+        owner._track_trackable(optimizer, name=name, overwrite=True)
+
+
 def all_reduce_across_replicas(grads):
     """Sums `grads` over the replicas of a `tf.distribute` strategy.
 

@@ -162,8 +162,10 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
         self.gradient_accumulation_steps = accumulate_steps if accumulate_steps > 1 else None
         self._rules = arguments.bind_rules(rules, self._add_scale_variable)
         optimizers, self._optimizer_of_rule = arguments.distinct_optimizers(optimizer, self._rules)
-        for owned in optimizers:
+        for index, owned in enumerate(optimizers):
             owned._layerwise_owner = weakref.ref(self)  # weak: no cycle
+            if index:
+                internals.track_for_checkpoints(self, owned, f"rule_optimizer_{index}")
         self._freezing = freezing_lib.Freezing(skip_frozen_gradients, self._key)
         self._guard = finite_guard_lib.FiniteGuard(skip_nonfinite)
         self._guard.create(self._add_scalar)
@@ -285,7 +287,11 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
         with internals.variable_creation_scope(self._updates.optimizers[source]):
             self._accumulation.add(self.add_variable_from_reference, variables)
             self._ema.add(self.add_variable_from_reference, variables, at_runtime)
-        self._planning.hold(variables, self._updates.add_fresh(source, variables, paths))
+        index = self._updates.add_fresh(source, variables, paths)
+        internals.track_for_checkpoints(
+            self, self._updates.updaters[index], f"unfrozen_optimizer_{index}"
+        )
+        self._planning.hold(variables, index)
 
     def _use_plan(self, plan):
         self._planning.current = plan

@@ -124,3 +124,17 @@ def test_tensorflow_update_reduces_in_a_method_we_can_shadow():
     internals.leave_all_reduce_to_caller(opt)
     pairs = [(1.0, "v")]
     assert opt._all_reduce_sum_gradients(pairs) is pairs
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow internals")
+def test_tensorflow_optimizers_track_named_dependencies():
+    owner, child = keras.optimizers.Adam(), keras.optimizers.SGD()
+    assert _params(owner._track_trackable)[:3] == ("trackable", "name", "overwrite")
+    internals.track_for_checkpoints(owner, child, "rule_optimizer_1")
+    assert owner._lookup_dependency("rule_optimizer_1") is child
+    # Keras' `.keras` saving walks attributes and skips the base
+    # optimizer's, where TensorFlow keeps these dependencies.
+    from keras.src.saving import saving_lib
+
+    skipped = saving_lib.get_attr_skipset("Optimizer")
+    assert "_self_unconditional_checkpoint_dependencies" in skipped
