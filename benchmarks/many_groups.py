@@ -34,7 +34,11 @@ Two measurements:
   number of groups.
 - `--mode hlo` (JAX): the compiled apply's program, counted (parameters,
   fusions, copies) at the same group counts: what one more group adds to
-  the program, free of timing noise.
+  the program, free of timing noise. Also `one_call_rates`: the remedy the
+  issue names, prototyped here (not a library feature): plain AdamW making
+  one update call in which the learning rate is a per-variable scalar (a
+  vector of 1,002 rates, one element per variable), to count what that
+  design compiles to against one group per tensor.
 
 Usage:
     KERAS_BACKEND=jax python benchmarks/many_groups.py --jit [--repeats 5]
@@ -100,6 +104,33 @@ def make_optimizer(kind, variables):
     if kind == "plain":
         return inner
     return lw.LayerwiseOptimizer(inner, rules_for(kind, variables))
+
+
+class OneCallRates(keras.optimizers.AdamW):
+    """`one_call_rates`: AdamW whose single update call decays and updates
+    variable `i` at `learning_rate * rates[i]`, the rates an optimizer
+    variable (so they can change without retracing, as multipliers do)."""
+
+    def __init__(self, rates, **kwargs):
+        super().__init__(**kwargs)
+        self._initial_rates = np.asarray(rates, "float32")
+
+    def build(self, variables):
+        super().build(variables)
+        rates = self._initial_rates
+        self._rates = self.add_variable(
+            shape=rates.shape, initializer=lambda shape, dtype: keras.ops.convert_to_tensor(rates),
+            name="rates",
+        )
+
+    def _apply_weight_decay(self, variables):
+        pass  # in the update call below, at each variable's own rate
+
+    def _backend_update_step(self, grads, variables, learning_rate):
+        for i, (grad, variable) in enumerate(zip(grads, variables)):
+            rate = learning_rate * self._rates[i]
+            variable.assign(variable - variable * self.weight_decay * rate)
+            self.update_step(grad, variable, rate)
 
 
 def count_update_traces(optimizer):
@@ -222,20 +253,24 @@ def hlo_mode(args):
     if keras.backend.backend() != "jax":
         raise ValueError(f"`--mode hlo` is for the jax backend. Received: {keras.backend.backend()}")
     counts = [c for c in GROUP_COUNTS if c <= args.blocks + 1]
-    kinds = ["plain"] + [f"groups_{c}" for c in counts] + ["per_variable"]
+    kinds = ["plain"] + [f"groups_{c}" for c in counts] + ["per_variable", "one_call_rates"]
     shapes = [tuple(v.shape) for v in build_model(args.blocks, args.width, args.depth).trainable_variables]
     print(f"backend=jax mode=hlo variables={len(shapes)} (entry computation of the optimized HLO)")
     for kind in kinds:
         variables = [keras.Variable(np.zeros(s, "float32"), name=f"w{i}") for i, s in enumerate(shapes)]
-        optimizer = make_optimizer(kind, variables)
+        if kind == "one_call_rates":
+            rates = [0.999 ** (i + 1) for i in range(len(variables))]  # per_variable's
+            optimizer = OneCallRates(rates, learning_rate=1e-3, weight_decay=0.01)
+        else:
+            optimizer = make_optimizer(kind, variables)
         optimizer.build(variables)
         text = jitted_apply(optimizer).lower(
             [v.value for v in variables], [v.value for v in optimizer.variables],
             [keras.ops.ones(s) for s in shapes],
         ).compile().as_text()
         entry = text.split("\nENTRY ", 1)[1].splitlines()
-        groups = len(optimizer.plan.groups) if kind != "plain" else 0
-        print(f"  {kind:<13} groups {groups:>5}  optimizer variables {len(optimizer.variables):>5}  "
+        groups = len(optimizer.plan.groups) if isinstance(optimizer, lw.LayerwiseOptimizer) else 0
+        print(f"  {kind:<14} groups {groups:>5}  optimizer variables {len(optimizer.variables):>5}  "
               f"parameters {sum(' parameter(' in line for line in entry):>5}  "
               f"fusions {sum(' fusion(' in line for line in entry):>5}  "
               f"copies {sum(' copy(' in line for line in entry):>3}")
