@@ -1,8 +1,9 @@
 """What a user reads and changes on `LayerwiseOptimizer` while it trains.
 
 The rules and the plan (`get_rule`, `set_lr_scale`, `set_frozen`,
-`summary`; `exclude_from_weight_decay`, before build), the optimizers it drives (`all_optimizers`, `optimizer_of`),
-and what the stages expose (`diagnostics`, `ema_pairs`, `skipped_steps`).
+`summary`; `exclude_from_weight_decay`, before build), the optimizers it
+drives (`all_optimizers`, `optimizer_of`), and what the stages expose
+(`diagnostics`, `ema_pairs`, `skipped_steps`).
 A part of the facade, composed into `LayerwiseOptimizer` with the Keras
 optimizer it is; it reads the facade's stages and never runs in a step.
 """
