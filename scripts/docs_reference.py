@@ -1,6 +1,6 @@
 """MkDocs hook: the API reference, generated from what the package exports.
 
-The names come from `layerwise.__all__` and from the public submodules
+The names come from `layerwise.__all__` and from the submodules it lists
 (`layerwise.callbacks`, `layerwise.layers`, `layerwise.ops`: their `__all__`,
 else the public names they define), read statically with griffe, the
 library mkdocstrings itself reads the code with. A name added to `__all__`
@@ -24,7 +24,6 @@ import griffe
 from mkdocs.structure.files import File
 
 PACKAGE = "layerwise"
-SUBMODULES = ("callbacks", "layers", "ops")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # (module prefix, page, title, introduction); the longest matching prefix
@@ -56,21 +55,21 @@ log = logging.getLogger("mkdocs.plugins.layerwise_reference")
 
 
 def public_names(package=None):
-    """[(qualified name, defining module)] of every public name, in the
-    order of `__all__` (submodules' names after the package's)."""
+    """The package (read by griffe) and [(qualified name, defining module)]
+    of every public name, in the order of `__all__` (the submodules' names
+    after the package's)."""
     package = package or griffe.load(PACKAGE, search_paths=[str(ROOT)])
-    found = []
-    for name in package.exports or ():
-        if name in SUBMODULES:
-            continue
-        found.append((f"{PACKAGE}.{name}", _defining_module(package[name])))
-    for sub in SUBMODULES:
+    prefix = package.path
+    exports = list(package.exports or ())
+    found = [(f"{prefix}.{name}", _defining_module(package[name]))
+             for name in exports if name not in package.modules]
+    for sub in (name for name in exports if name in package.modules):
         module = package[sub]
         names = module.exports or [n for n, m in module.members.items() if m.is_public]
         for name in names:
             # A submodule's own page, even for a name it re-exports
             # (`layerwise.layers.Observe`): a reader looks there.
-            found.append((f"{PACKAGE}.{sub}.{name}", f"{PACKAGE}.{sub}"))
+            found.append((f"{prefix}.{sub}.{name}", f"{prefix}.{sub}"))
     return package, found
 
 
@@ -123,14 +122,22 @@ def _index_markdown(pages):
 _state = {}
 
 
-def on_config(config):
-    package, names = public_names()
+def undocumented(package, names):
+    """The qualified names among `names` whose object has no docstring."""
+    missing = []
     for qualified, _ in names:
-        obj = package[qualified.removeprefix(PACKAGE + ".")]
+        obj = package[qualified.removeprefix(package.path + ".")]
         target = obj.final_target if obj.is_alias else obj
         if not (target.docstring and target.docstring.value.strip()):
-            log.warning("%s has no docstring: the API reference would show "
-                        "its name only", qualified)
+            missing.append(qualified)
+    return missing
+
+
+def on_config(config):
+    package, names = public_names()
+    for qualified in undocumented(package, names):
+        log.warning("%s has no docstring: the API reference would show "
+                    "its name only", qualified)
     pages = _pages(names)
     _state["pages"] = pages
     config.nav = list(config.nav or []) + [{"Reference": [
