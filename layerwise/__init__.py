@@ -45,7 +45,7 @@ from layerwise.optim.transforms import per_variable
 from layerwise.optim.transforms import scale
 from layerwise.optim.transforms import zero
 
-__version__ = "0.1.0"
+from layerwise._version import __version__
 
 __all__ = [
     "GradientTransform",
