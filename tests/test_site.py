@@ -11,9 +11,11 @@ import http.server
 import importlib.util
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import threading
+import urllib.parse
 
 import griffe
 import pytest
@@ -50,6 +52,8 @@ def test_the_strict_build_documents_every_public_name(site):
                     for p in (site / "reference").rglob("index.html"))
     missing = [name for name in qualified if f'id="{name}"' not in pages]
     assert not missing, f"not in the built reference: {missing}"
+    # Methods a class takes from a base class of the package are shown.
+    assert 'id="layerwise.LayerwiseOptimizer.summary_rows"' in pages
 
 
 def test_the_reference_lists_exactly_the_exported_names():
@@ -139,6 +143,11 @@ def test_the_site_renders_and_finds_layer_decay_in_chromium(served, chromium, tm
 
     chromium.open(served + "?q=layer_decay")
     links = chromium.evaluate(_SEARCH_RESULTS)
-    assert any(link.endswith("reference/recipes/#layerwise.layer_decay") for link in links), links
+    found = [urllib.parse.urlsplit(link) for link in links]
+    assert any(u.path.endswith("/reference/recipes/") and u.fragment == "layerwise.layer_decay"
+               for u in found), links
     chromium.screenshot(tmp_path / "search.png")
     assert chromium.errors == []
+    if os.environ.get("LAYERWISE_SITE_SCREENSHOTS"):  # to look at them
+        for name in ("index", "reference", "search"):
+            shutil.copy(tmp_path / f"{name}.png", os.environ["LAYERWISE_SITE_SCREENSHOTS"])
