@@ -9,6 +9,7 @@ system's Chromium. Used by tests/test_site.py.
 import base64
 import json
 import os
+import select
 import shutil
 import subprocess
 import time
@@ -74,8 +75,9 @@ class Browser:
     def _receive(self):
         deadline = time.monotonic() + self.timeout
         while b"\0" not in self._buffer:
-            if time.monotonic() > deadline:
-                raise TimeoutError("Chromium did not answer")
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._from_browser], [], [], left)[0]:
+                raise TimeoutError(f"Chromium did not answer in {self.timeout} s")
             chunk = os.read(self._from_browser, 1 << 16)
             if not chunk:
                 raise RuntimeError("Chromium closed its DevTools pipe")
