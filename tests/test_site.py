@@ -11,6 +11,7 @@ import http.server
 import importlib.util
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -151,3 +152,21 @@ def test_the_site_renders_and_finds_layer_decay_in_chromium(served, chromium, tm
     if os.environ.get("LAYERWISE_SITE_SCREENSHOTS"):  # to look at them
         for name in ("index", "reference", "search"):
             shutil.copy(tmp_path / f"{name}.png", os.environ["LAYERWISE_SITE_SCREENSHOTS"])
+
+
+def test_every_how_to_task_has_a_snippet_that_runs_and_a_reference_link():
+    from tests import doc_blocks
+
+    text = (ROOT / "docs" / "howto.md").read_text(encoding="utf-8")
+    sections = text.split("\n## ")[1:]
+    assert len(sections) >= 20
+    blocks, _ = doc_blocks.parse(text, "docs/howto.md")
+    assert not [b for b in blocks if b.not_runnable or b.backends]  # all run, everywhere
+    _, names = docs_reference.public_names()
+    documented = {name for name, _ in names}
+    for section in sections:
+        title = section.splitlines()[0]
+        assert "```python" in section, title
+        targets = re.findall(r"\]\[(layerwise\.[\w.]+)\]", section)
+        assert targets, f"{title}: links no reference"
+        assert set(targets) <= documented, (title, set(targets) - documented)
