@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import types
 import urllib.parse
 
 import griffe
@@ -170,3 +171,15 @@ def test_every_how_to_task_has_a_snippet_that_runs_and_a_reference_link():
         targets = re.findall(r"\]\[(layerwise\.[\w.]+)\]", section)
         assert targets, f"{title}: links no reference"
         assert set(targets) <= documented, (title, set(targets) - documented)
+
+
+def test_a_link_out_of_the_site_shows_its_path_and_a_missing_one_is_reported(caplog):
+    page = types.SimpleNamespace(file=types.SimpleNamespace(
+        generated_by=None, src_path="observe.md", abs_src_path=str(ROOT / "docs" / "observe.md")))
+    text = ("[`examples/quickstart.py`](../examples/quickstart.py), "
+            "[gone](../examples/gone.py), [a page](recipes.md)")
+    with caplog.at_level("WARNING"):
+        shown = docs_reference.on_page_markdown(text, page, None, None)
+    assert shown == "`examples/quickstart.py`, gone, [a page](recipes.md)"
+    assert [r.getMessage() for r in caplog.records] == [
+        "observe.md links to ../examples/gone.py, which does not exist"]
