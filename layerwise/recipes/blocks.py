@@ -13,74 +13,14 @@ rate each. Three kinds of models, three signals:
   or tracking order for subclassed models).
 """
 
-import re
-
 import keras
 
 from layerwise import _validation
 from layerwise._internals import models as internal_models
 from layerwise.recipes import residual_units
+from layerwise.recipes import stacks as stacks_lib
 
-# A repeated block named with an index, e.g. keras-hub's `transformer_layer_3`.
-_INDEXED_NAME = re.compile(r"(.+)_(\d+)")
-
-
-# ----------------------------------------------------------------------
-# Repeated blocks named with an index (keras-hub).
-
-
-def _indexed_family(layers):
-    """The largest run of siblings named `<prefix>_0` ... `<prefix>_<n-1>`.
-
-    Indices must start at 0 and be contiguous, which leaves Keras'
-    automatic names (`dense`, `dense_1`, `dense_2`) out. Returns the layers
-    sorted by index, or `[]`.
-    """
-    families = {}
-    for layer in layers:
-        match = _INDEXED_NAME.fullmatch(layer.name)
-        if match:
-            families.setdefault(match.group(1), []).append((int(match.group(2)), layer))
-    best = []
-    for members in families.values():
-        members.sort(key=lambda item: item[0])
-        contiguous = [i for i, _ in members] == list(range(len(members)))
-        if contiguous and len(members) >= max(2, len(best) + 1):
-            best = [layer for _, layer in members]
-    return best
-
-
-def _find_family(model):
-    """The largest indexed family among the sublayers of `model` or of any
-    model nested in it (see `_indexed_family`)."""
-    best = _indexed_family(model.layers)
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            family = _find_family(layer)
-            if len(family) > len(best):
-                best = family
-    return best
-
-
-def _around_family(units, family):
-    """Each family member one block, what precedes the first one block,
-    what follows the last one block; units between two members go with the
-    member before."""
-    members = {id(layer) for layer in family}
-    with_member = [i for i, unit in enumerate(units) if any(id(l) in members for l in unit)]
-    if not with_member:  # all of them frozen
-        return units
-    before, middle, after = [], [], []
-    for i, unit in enumerate(units):
-        if i < with_member[0]:
-            before.extend(unit)
-        elif i > with_member[-1]:
-            after.extend(unit)
-        elif i in with_member or not middle:
-            middle.append(list(unit))
-        else:
-            middle[-1].extend(unit)
-    return [b for b in [before] if b] + middle + [b for b in [after] if b]
+_ENCODER_DECODER = ("stacked", "parallel")
 
 
 # ----------------------------------------------------------------------
@@ -102,18 +42,21 @@ def _layer_groups(model):
         for layer in layers:
             by_depth.setdefault(depths[id(layer)], []).append(layer)
         return [by_depth[d] for d in sorted(by_depth, reverse=True)]
-    family = _indexed_family(layers)
-    slots = iter(family)
-    family_ids = {id(layer) for layer in family}
-    return [[next(slots) if id(l) in family_ids else l] for l in layers]
+    # Indexed siblings (`layer_<i>`) in index order, whatever their tracking.
+    runs = stacks_lib.families(layers, blocks_only=False)
+    slots = {}
+    for run in runs:
+        slot = iter(run)
+        slots.update({id(layer): slot for layer in run})
+    return [[next(slots[id(layer)]) if id(layer) in slots else layer] for layer in layers]
 
 
-def _units(model, keep=frozenset()):
-    """`model`'s blocks of trainable layers, nested models expanded in place
-    (except those in `keep`)."""
+def _units(model):
+    """`model`'s blocks of trainable layers, nested models expanded in
+    place."""
     groups = None
     graph = internal_models.functional_graph(model)
-    if graph is not None and not keep:  # keras-hub families keep their layout
+    if graph is not None:
         groups = residual_units.residual_blocks(graph)
     if groups is None:
         groups = _layer_groups(model)
@@ -128,14 +71,14 @@ def _units(model, keep=frozenset()):
                 seen.add(id(op))
                 block.append(op)
         block.sort(key=lambda layer: order.get(id(layer), len(order)))
-        if len(block) == 1 and isinstance(block[0], keras.Model) and id(block[0]) not in keep:
-            units.extend(_units(block[0], keep))
+        if len(block) == 1 and isinstance(block[0], keras.Model):
+            units.extend(_units(block[0]))
         elif block:
             units.append(block)
     return units
 
 
-def detect_blocks(model):
+def detect_blocks(model, *, encoder_decoder="stacked"):
     """Splits a model into ordered blocks of layers, input side first.
 
     Each block is a list of layers; layers without trainable variables are
@@ -186,8 +129,24 @@ def detect_blocks(model):
     >>> [[layer.name for layer in block] for block in lw.detect_blocks(model)]
     [['d1'], ['d2'], ['head']]
     """
+    if encoder_decoder not in _ENCODER_DECODER:
+        raise ValueError(
+            f"`encoder_decoder` must be one of {_ENCODER_DECODER}. Received: "
+            f"encoder_decoder={encoder_decoder!r}"
+        )
     _validation.check_model(model)
-    family = _find_family(model)
-    if family:
-        return _around_family(_units(model, {id(layer) for layer in family}), family)
-    return _units(model)
+    tower = stacks_lib.tower(model, parallel=encoder_decoder == "parallel")
+    if tower is None:
+        return _units(model)
+    # A layer in two places (a tied embedding, also the output layer) stays
+    # in its first block: two rules on one variable would multiply.
+    blocks, seen = [], set()
+    for block in tower.blocks():
+        kept = []
+        for layer in block:
+            if residual_units.trainable(layer) and id(layer) not in seen:
+                seen.add(id(layer))
+                kept.append(layer)
+        if kept:
+            blocks.append(kept)
+    return blocks
