@@ -97,3 +97,29 @@ def backbone(name):
 BACKBONES = ["bert", "roberta", "distil_bert", "electra", "albert", "gpt2", "opt", "gemma",
              "llama", "mistral", "vit", "deit", "dinov2", "swin", "t5", "bart", "whisper",
              "clip", "siglip", "pali_gemma", "resnet"]
+
+
+def task(name, initialized=False):
+    """A tiny keras-hub task on a tiny backbone, without preprocessing.
+
+    Unless `initialized`, the backbone's variables are left uninitialized
+    (detection reads structure only): on JAX that saves compiling every
+    initializer. Not on torch, whose modules cannot track an uninitialized
+    variable (and which initializes eagerly, fast).
+    """
+    m = _hub().models
+    backbone_name, make = {
+        "bert_classifier": ("bert", lambda b: m.BertTextClassifier(
+            b, num_classes=3, preprocessor=None)),
+        "vit_classifier": ("vit", lambda b: m.ViTImageClassifier(b, num_classes=3)),
+        "gemma_causal_lm": ("gemma", lambda b: m.GemmaCausalLM(b, preprocessor=None)),
+        "bart_seq2seq_lm": ("bart", lambda b: m.BartSeq2SeqLM(b, preprocessor=None)),
+    }[name]
+    if initialized or keras.backend.backend() == "torch":
+        return make(backbone(backbone_name))
+    with keras.StatelessScope(initialize_variables=False):
+        backbone_model = backbone(backbone_name)
+    return make(backbone_model)
+
+
+TASKS = ["bert_classifier", "vit_classifier", "gemma_causal_lm", "bart_seq2seq_lm"]
