@@ -3,9 +3,10 @@
 The blocks are what `layer_decay` and `discriminative` give one learning
 rate each. Three kinds of models, three signals:
 
-- repeated layers named with an index from 0 (`transformer_layer_0`, ...,
-  keras-hub backbones): one block each, plus the embeddings before and the
-  final norm and head after;
+- stacks of repeated blocks wherever they sit (keras-hub backbones and
+  tasks: flat, nested, hierarchical, encoder-decoder, multi-tower, shared;
+  `stacks.py`): one block each, plus the embeddings before and the final
+  norm and head after;
 - Functional models built of residual units (ResNet, MobileNet, EfficientNet,
   functional transformers): one block per residual unit, found from the
   graph, names breaking ties (`residual_units.py`);
@@ -84,12 +85,22 @@ def detect_blocks(model, *, encoder_decoder="stacked"):
     Each block is a list of layers; layers without trainable variables are
     left out. Which layers form a block:
 
-    - Repeated blocks named with an index from 0 (`transformer_layer_0` ...
-      `transformer_layer_<n>`, as in keras-hub backbones), in the model or
-      a model nested in it: each is one block, everything before the first
-      one forms a single first block (embeddings) and everything after the
-      last one a single last block (final norm and head). Keras' automatic
-      names (`dense`, `dense_1`, ...) never start at `_0` and do not count.
+    - Stacks of repeated blocks (keras-hub backbones and tasks): two or
+      more sibling layers of one class, each built of sublayers, named
+      `<prefix>_<i>` with contiguous indices from 0 or 1
+      (`transformer_layer_0`, ViT's `transformer_block_1`), or one such
+      layer called at several depths (ALBERT: a `UserWarning` names it,
+      since depth cannot be separated there). Each repeated block is one
+      block; what feeds the stack forms a single first block (embeddings),
+      what follows it a single last block (final norm and head). Stacks
+      are found inside nested layers (ViT's `vit_encoder`), inside the
+      members of a stack (Swin's stages: one block per Swin block, a
+      stage's patch merging with the next stage's first block, as in
+      timm), side by side in one model (an encoder and a decoder: stacked,
+      the decoder above, unless `encoder_decoder="parallel"`) and in
+      separate sublayers (CLIP's towers, PaliGemma's vision tower beside
+      its decoder: aligned at their tops, each decaying from its own top).
+      A task's head joins the backbone's last block.
     - A Functional model with residual units (ResNet, MobileNetV2/V3,
       EfficientNet, a functional pre-norm transformer): one block per
       residual unit, i.e. the layers between two points every input-output
@@ -113,6 +124,12 @@ def detect_blocks(model, *, encoder_decoder="stacked"):
 
     Args:
         model: A built `keras.Model`.
+        encoder_decoder: How two sibling stacks of one model (an encoder
+            and a decoder) are ordered: `"stacked"` (default), the second
+            one's blocks above the first one's, the first one's final norm
+            and the second one's embeddings sharing a block between them;
+            or `"parallel"`, each decaying from its own top (block `k` from
+            the top holds both stacks' blocks `k` from their tops).
 
     Returns:
         A list of blocks, each a list of `keras.layers.Layer`; it is a valid

@@ -156,6 +156,24 @@ def tower(layer, parallel=False):
 
     Returns:
         A `Tower`, or `None`.
+
+    Example:
+
+    >>> from layerwise.recipes.stacks import tower
+    >>> class Block(keras.layers.Layer):
+    ...     def __init__(self, **kwargs):
+    ...         super().__init__(**kwargs)
+    ...         self.dense = keras.layers.Dense(4, name="dense")
+    ...     def call(self, x):
+    ...         return x + self.dense(x)
+    >>> inputs = keras.Input((4,))
+    >>> x = keras.layers.Dense(4, name="embed")(inputs)
+    >>> for i in range(2):
+    ...     x = Block(name=f"layer_{i}")(x)
+    >>> x = keras.layers.LayerNormalization(name="final_norm")(x)
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, name="head")(x))
+    >>> [[layer.name for layer in block] for block in tower(model).blocks()]
+    [['embed'], ['layer_0'], ['layer_1'], ['final_norm', 'head']]
     """
     children, graph = _children(layer)
     calls = graph[1] if graph else None
