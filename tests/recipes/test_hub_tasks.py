@@ -41,6 +41,15 @@ GOLDEN = {
 HEADS = {"bert_classifier": "logits", "vit_classifier": "predictions"}
 
 
+@pytest.fixture(autouse=True)
+def _seed_and_clear():
+    # Replaces the suite's per-test `clear_session`, whose garbage
+    # collection walks every model the module fixture keeps alive (~0.7 s a
+    # test); these tests read structure, or build their own model.
+    keras.utils.set_random_seed(1234)
+    yield
+
+
 @pytest.fixture(scope="module")
 def tasks():
     built = {}
