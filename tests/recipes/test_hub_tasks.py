@@ -3,7 +3,8 @@
 `GemmaCausalLM` and `BartSeq2SeqLM` (tiny configs, no preprocessing, no
 downloads): the task's head on top, the backbone's blocks below, tied
 embeddings with the embeddings; and one training step of the one-line
-fine-tuning recipe against Adam's first-step formula."""
+fine-tuning recipe against Adam's first-step formula (TensorFlow and
+torch: on JAX that step alone would cost 20-60 s of the suite's budget)."""
 
 import keras
 import numpy as np
@@ -127,10 +128,13 @@ def test_one_line_fine_tuning_moves_each_block_at_its_rate(jit_compile):
     # softmax, does not move at all). Embedding tables are left out: on
     # TensorFlow their gradient is an `IndexedSlices` with repeated rows,
     # which Keras' Adam accumulates row by row.
-    if BACKEND == "jax" and not jit_compile:
-        # The suite's time budget: eager JAX dispatches keras-hub op by op
-        # (~50 s here); the rules and rates are the same under jit.
-        pytest.skip("eager JAX step of a keras-hub task: ~50 s on 2 cores")
+    if BACKEND == "jax":
+        # The suite's time budget: initializing and compiling a keras-hub
+        # task's step costs JAX 20-60 s on 2 cores (eager: ~50 s more). What
+        # this test adds, which variables each rule reaches, is read from
+        # structure and checked on JAX above; the rates themselves are
+        # exact on JAX in tests/optim/test_optimizer_exactness.py.
+        pytest.skip("a keras-hub task's training step on JAX: 20-60 s on 2 cores")
     task = hub_models.task("bert_classifier", initialized=True)
     lr = 1e-2
     rules = lw.layer_decay(task, 0.5)
