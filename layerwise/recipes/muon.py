@@ -188,8 +188,9 @@ def muon_rules(
         output_layers: The layers producing the outputs (instances or names
             of the model's layers), or `[]` for none. By default they are
             found in a Functional or `Sequential` model's graph (see
-            `layerwise.recipes.roles.output_layers`); a subclassed model must
-            pass them.
+            `layerwise.recipes.roles.output_layers`; a layer holding a stack
+            of blocks, such as ViT's encoder, counts by its top block, its
+            final norm); a subclassed model must pass them.
         adamw_path: What to do with the variables Keras' `Muon` would update
             with its AdamW step (step 5): `None` (default) routes them to
             Muon and warns, `"muon"` does the same silently, `"default"`
