@@ -3,9 +3,10 @@
 The blocks are what `layer_decay` and `discriminative` give one learning
 rate each. Three kinds of models, three signals:
 
-- repeated layers named with an index from 0 (`transformer_layer_0`, ...,
-  keras-hub backbones): one block each, plus the embeddings before and the
-  final norm and head after;
+- stacks of repeated blocks wherever they sit (keras-hub backbones and
+  tasks: flat, nested, hierarchical, encoder-decoder, multi-tower, shared;
+  `stacks.py`): one block each, plus the embeddings before and the final
+  norm and head after;
 - Functional models built of residual units (ResNet, MobileNet, EfficientNet,
   functional transformers): one block per residual unit, found from the
   graph, names breaking ties (`residual_units.py`);
@@ -13,74 +14,14 @@ rate each. Three kinds of models, three signals:
   or tracking order for subclassed models).
 """
 
-import re
-
 import keras
 
 from layerwise import _validation
 from layerwise._internals import models as internal_models
 from layerwise.recipes import residual_units
+from layerwise.recipes import stacks as stacks_lib
 
-# A repeated block named with an index, e.g. keras-hub's `transformer_layer_3`.
-_INDEXED_NAME = re.compile(r"(.+)_(\d+)")
-
-
-# ----------------------------------------------------------------------
-# Repeated blocks named with an index (keras-hub).
-
-
-def _indexed_family(layers):
-    """The largest run of siblings named `<prefix>_0` ... `<prefix>_<n-1>`.
-
-    Indices must start at 0 and be contiguous, which leaves Keras'
-    automatic names (`dense`, `dense_1`, `dense_2`) out. Returns the layers
-    sorted by index, or `[]`.
-    """
-    families = {}
-    for layer in layers:
-        match = _INDEXED_NAME.fullmatch(layer.name)
-        if match:
-            families.setdefault(match.group(1), []).append((int(match.group(2)), layer))
-    best = []
-    for members in families.values():
-        members.sort(key=lambda item: item[0])
-        contiguous = [i for i, _ in members] == list(range(len(members)))
-        if contiguous and len(members) >= max(2, len(best) + 1):
-            best = [layer for _, layer in members]
-    return best
-
-
-def _find_family(model):
-    """The largest indexed family among the sublayers of `model` or of any
-    model nested in it (see `_indexed_family`)."""
-    best = _indexed_family(model.layers)
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            family = _find_family(layer)
-            if len(family) > len(best):
-                best = family
-    return best
-
-
-def _around_family(units, family):
-    """Each family member one block, what precedes the first one block,
-    what follows the last one block; units between two members go with the
-    member before."""
-    members = {id(layer) for layer in family}
-    with_member = [i for i, unit in enumerate(units) if any(id(l) in members for l in unit)]
-    if not with_member:  # all of them frozen
-        return units
-    before, middle, after = [], [], []
-    for i, unit in enumerate(units):
-        if i < with_member[0]:
-            before.extend(unit)
-        elif i > with_member[-1]:
-            after.extend(unit)
-        elif i in with_member or not middle:
-            middle.append(list(unit))
-        else:
-            middle[-1].extend(unit)
-    return [b for b in [before] if b] + middle + [b for b in [after] if b]
+_ENCODER_DECODER = ("stacked", "parallel")
 
 
 # ----------------------------------------------------------------------
@@ -102,18 +43,21 @@ def _layer_groups(model):
         for layer in layers:
             by_depth.setdefault(depths[id(layer)], []).append(layer)
         return [by_depth[d] for d in sorted(by_depth, reverse=True)]
-    family = _indexed_family(layers)
-    slots = iter(family)
-    family_ids = {id(layer) for layer in family}
-    return [[next(slots) if id(l) in family_ids else l] for l in layers]
+    # Indexed siblings (`layer_<i>`) in index order, whatever their tracking.
+    runs = stacks_lib.families(layers, blocks_only=False)
+    slots = {}
+    for run in runs:
+        slot = iter(run)
+        slots.update({id(layer): slot for layer in run})
+    return [[next(slots[id(layer)]) if id(layer) in slots else layer] for layer in layers]
 
 
-def _units(model, keep=frozenset()):
-    """`model`'s blocks of trainable layers, nested models expanded in place
-    (except those in `keep`)."""
+def _units(model):
+    """`model`'s blocks of trainable layers, nested models expanded in
+    place."""
     groups = None
     graph = internal_models.functional_graph(model)
-    if graph is not None and not keep:  # keras-hub families keep their layout
+    if graph is not None:
         groups = residual_units.residual_blocks(graph)
     if groups is None:
         groups = _layer_groups(model)
@@ -128,25 +72,35 @@ def _units(model, keep=frozenset()):
                 seen.add(id(op))
                 block.append(op)
         block.sort(key=lambda layer: order.get(id(layer), len(order)))
-        if len(block) == 1 and isinstance(block[0], keras.Model) and id(block[0]) not in keep:
-            units.extend(_units(block[0], keep))
+        if len(block) == 1 and isinstance(block[0], keras.Model):
+            units.extend(_units(block[0]))
         elif block:
             units.append(block)
     return units
 
 
-def detect_blocks(model):
+def detect_blocks(model, *, encoder_decoder="stacked"):
     """Splits a model into ordered blocks of layers, input side first.
 
     Each block is a list of layers; layers without trainable variables are
     left out. Which layers form a block:
 
-    - Repeated blocks named with an index from 0 (`transformer_layer_0` ...
-      `transformer_layer_<n>`, as in keras-hub backbones), in the model or
-      a model nested in it: each is one block, everything before the first
-      one forms a single first block (embeddings) and everything after the
-      last one a single last block (final norm and head). Keras' automatic
-      names (`dense`, `dense_1`, ...) never start at `_0` and do not count.
+    - Stacks of repeated blocks (keras-hub backbones and tasks): two or
+      more sibling layers of one class, each built of sublayers, named
+      `<prefix>_<i>` with contiguous indices from 0 or 1
+      (`transformer_layer_0`, ViT's `transformer_block_1`), or one such
+      layer called at several depths (ALBERT: a `UserWarning` names it,
+      since depth cannot be separated there). Each repeated block is one
+      block; what feeds the stack forms a single first block (embeddings),
+      what follows it a single last block (final norm and head). Stacks
+      are found inside nested layers (ViT's `vit_encoder`), inside the
+      members of a stack (Swin's stages: one block per Swin block, a
+      stage's patch merging with the next stage's first block, as in
+      timm), side by side in one model (an encoder and a decoder: stacked,
+      the decoder above, unless `encoder_decoder="parallel"`) and in
+      separate sublayers (CLIP's towers, PaliGemma's vision tower beside
+      its decoder: aligned at their tops, each decaying from its own top).
+      A task's head joins the backbone's last block.
     - A Functional model with residual units (ResNet, MobileNetV2/V3,
       EfficientNet, a functional pre-norm transformer): one block per
       residual unit, i.e. the layers between two points every input-output
@@ -170,6 +124,12 @@ def detect_blocks(model):
 
     Args:
         model: A built `keras.Model`.
+        encoder_decoder: How two sibling stacks of one model (an encoder
+            and a decoder) are ordered: `"stacked"` (default), the second
+            one's blocks above the first one's, the first one's final norm
+            and the second one's embeddings sharing a block between them;
+            or `"parallel"`, each decaying from its own top (block `k` from
+            the top holds both stacks' blocks `k` from their tops).
 
     Returns:
         A list of blocks, each a list of `keras.layers.Layer`; it is a valid
@@ -186,8 +146,24 @@ def detect_blocks(model):
     >>> [[layer.name for layer in block] for block in lw.detect_blocks(model)]
     [['d1'], ['d2'], ['head']]
     """
+    if encoder_decoder not in _ENCODER_DECODER:
+        raise ValueError(
+            f"`encoder_decoder` must be one of {_ENCODER_DECODER}. Received: "
+            f"encoder_decoder={encoder_decoder!r}"
+        )
     _validation.check_model(model)
-    family = _find_family(model)
-    if family:
-        return _around_family(_units(model, {id(layer) for layer in family}), family)
-    return _units(model)
+    tower = stacks_lib.tower(model, parallel=encoder_decoder == "parallel")
+    if tower is None:
+        return _units(model)
+    # A layer in two places (a tied embedding, also the output layer) stays
+    # in its first block: two rules on one variable would multiply.
+    blocks, seen = [], set()
+    for block in tower.blocks():
+        kept = []
+        for layer in block:
+            if residual_units.trainable(layer) and id(layer) not in seen:
+                seen.add(id(layer))
+                kept.append(layer)
+        if kept:
+            blocks.append(kept)
+    return blocks

@@ -32,6 +32,7 @@ from layerwise._internals import optimizers as internal_optimizers
 from layerwise.optim import rules as rules_lib
 from layerwise.optim import selectors as selectors_lib
 from layerwise.recipes import roles as roles_lib
+from layerwise.recipes import stacks as stacks_lib
 
 _ADAMW_PATH = (None, "muon", "default")
 
@@ -87,6 +88,14 @@ def _check_number(value, name, low):
         raise ValueError(f"`{name}` must be a number >= {low}. Received: {name}={value!r}")
 
 
+def _top_of(layer):
+    """The layers that close `layer` if it holds a stack of blocks (ViT's
+    encoder ends in its final norm), else `[layer]`: the head, not every
+    block the output passes through."""
+    tower = stacks_lib.tower(layer)
+    return tower.blocks()[-1] if tower is not None else [layer]
+
+
 def _resolve_output_layers(model, output_layers):
     if output_layers is None:
         found = roles_lib.output_layers(model)
@@ -98,7 +107,7 @@ def _resolve_output_layers(model, output_layers):
                 f"head like any other layer. Received: output_layers=None for "
                 f"model={model.name!r} ({type(model).__name__})"
             )
-        return found
+        return [layer for found_layer in found for layer in _top_of(found_layer)]
     if isinstance(output_layers, (keras.layers.Layer, str)):
         output_layers = [output_layers]
     if not isinstance(output_layers, (list, tuple)):
@@ -179,8 +188,9 @@ def muon_rules(
         output_layers: The layers producing the outputs (instances or names
             of the model's layers), or `[]` for none. By default they are
             found in a Functional or `Sequential` model's graph (see
-            `layerwise.recipes.roles.output_layers`); a subclassed model must
-            pass them.
+            `layerwise.recipes.roles.output_layers`; a layer holding a stack
+            of blocks, such as ViT's encoder, counts by its top block, its
+            final norm); a subclassed model must pass them.
         adamw_path: What to do with the variables Keras' `Muon` would update
             with its AdamW step (step 5): `None` (default) routes them to
             Muon and warns, `"muon"` does the same silently, `"default"`
