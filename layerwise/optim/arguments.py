@@ -5,6 +5,8 @@ optimizer included), so a bad argument leaves nothing half-built. Messages
 follow Keras' form: "`arg` must be X. Received: arg=value".
 """
 
+import collections
+
 from layerwise import _validation
 from layerwise._internals import optimizers as internals
 from layerwise.optim import checks
@@ -71,12 +73,13 @@ def check(optimizer, rules, gradient_hook, strict, accumulate_steps, ema,
         ),
         "log": diagnostics_lib.check_stats(log),
     }
-    for index, rule in enumerate(bind_rules(rules, lambda name, value: None)):
+    rules, names = check_rules(rules)
+    for index, (name, rule) in enumerate(zip(names, rules)):
         if rule.optimizer is None:
             continue
         if rule.optimizer is optimizer:
             raise ValueError(
-                f"Rule {rule.name!r} must not be given the inner optimizer as "
+                f"Rule {name!r} must not be given the inner optimizer as "
                 "its `optimizer`: variables no rule gives an optimizer already "
                 "follow it. Drop `optimizer=` from the rule, or pass a separate "
                 "instance."
@@ -138,6 +141,19 @@ def bind_rules(rules, add_scale_variable):
         add_scale_variable: Callable `(rule_name, value) -> variable`
             holding a constant multiplier.
     """
+    rules, names = check_rules(rules)
+    bound = []
+    for name, rule in zip(names, rules):
+        variable = None
+        if rule.has_constant_scale:
+            variable = add_scale_variable(name, rule.lr_scale)
+        bound.append(rule.bind(name, variable))
+    return tuple(bound)
+
+
+def check_rules(rules):
+    """Checks `rules` (a `Rule` or a list of them); returns them as a list,
+    and the name each gets in the optimizer."""
     if isinstance(rules, rules_lib.Rule):
         rules = [rules]
     if not isinstance(rules, (list, tuple)):
@@ -149,16 +165,10 @@ def bind_rules(rules, add_scale_variable):
                 f"Received an element: {rule!r}"
             )
     names = [rule.name or f"rule_{i}" for i, rule in enumerate(rules)]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = sorted(n for n, k in collections.Counter(names).items() if k > 1)
     if duplicates:
         raise ValueError(f"Rule names must be unique. Received duplicate names: {duplicates}")
-    bound = []
-    for name, rule in zip(names, rules):
-        variable = None
-        if rule.has_constant_scale:
-            variable = add_scale_variable(name, rule.lr_scale)
-        bound.append(rule.bind(name, variable))
-    return tuple(bound)
+    return list(rules), names
 
 
 def distinct_optimizers(wrapped, rules):
