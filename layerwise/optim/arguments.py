@@ -10,6 +10,7 @@ import collections
 from layerwise import _validation
 from layerwise._internals import optimizers as internals
 from layerwise.optim import checks
+from layerwise.optim import plan as plan_lib
 from layerwise.optim import rules as rules_lib
 from layerwise.optim.stages import accumulation as accumulation_lib
 from layerwise.optim.stages import diagnostics as diagnostics_lib
@@ -239,13 +240,35 @@ def resolve_variables(optimizer, grads, trainable_variables):
     variables = list(trainable_variables)
     if not optimizer.built:
         optimizer.build(variables)
-    internals.check_variables_are_known(optimizer, variables)
+    try:
+        internals.check_variables_are_known(optimizer, variables)
+    except ValueError:
+        # Keras' message prints the whole variable; name the likely cause.
+        raise ValueError(_unknown_variables_message(optimizer, variables)) from None
     if len(grads) != len(variables):
         raise ValueError(
             "`grads` must have one entry per variable. Received "
             f"{len(grads)} gradients for {len(variables)} variables."
         )
     return variables
+
+
+def _unknown_variables_message(optimizer, variables):
+    known = {internals.variable_key(optimizer, v) for v in internals.built_variables(optimizer)}
+    unknown = [
+        plan_lib.path_of(v) for v in variables
+        if internals.variable_key(optimizer, v) not in known
+    ]
+    return (
+        "`trainable_variables` must be variables this optimizer was built "
+        f"with. Received {len(unknown)} other(s): {unknown[:8]}. A "
+        "`LayerwiseOptimizer`, like any Keras optimizer, belongs to the model "
+        "it was built for (its plan and slots are that model's variables): "
+        "was it compiled into a second model, or were variables created "
+        "after it was built? Create a new optimizer for the new variables, "
+        "e.g. `LayerwiseOptimizer.from_config(optimizer.get_config())` for "
+        "the same settings with fresh state."
+    )
 
 
 def check_weights(optimizer, weights):
