@@ -48,6 +48,13 @@ def regime_table(results, regime):
     ]
     for result in results.strategies:
         runs = result.regimes[regime]
+        if regime != "tuned" and runs == result.regimes["tuned"]:
+            # Its tuned rate is this one: the same runs, not a second result.
+            lines.append(
+                f"{result.strategy.name:<20}{runs[0].learning_rate:>7.0e}"
+                "   the tuned runs above (its tuned rate is this one)"
+            )
+            continue
         target = experiment.summarize(runs, "test_accuracy")
         source = experiment.summarize(runs, "source_accuracy")
         ms = experiment.summarize(runs, "ms_per_step")[0]
@@ -98,6 +105,35 @@ def verdict(results):
     return "\n".join(lines)
 
 
+def when_to_use(results):
+    """Which strategy to reach for, read off the measured tables by one
+    stated rule (a difference beyond 2 standard errors), printed first."""
+    baseline = results.strategies[0]
+    name = baseline.strategy.name
+    lines = [
+        "When to use which, from the tables below (a difference counts beyond "
+        f"{_STANDARD_ERRORS:g} standard errors of the difference of the means; "
+        f"{len(results.protocol.seeds)} seeds):"
+    ]
+    for regime, label in (("tuned", "If you can tune the rate"),
+                          ("high", "If the rate must be high (the new head's)")):
+        better = {field: [] for field in METRICS}
+        for result in results.strategies[1:]:
+            for field in METRICS:
+                outcome, difference = compare(
+                    result.regimes[regime], baseline.regimes[regime], field
+                )
+                if outcome == "better":
+                    better[field].append(f"{result.strategy.name} {difference:+.3f}")
+        target = ", ".join(better["test_accuracy"]) or f"none: {name} is as good as any"
+        source = ", ".join(better["source_accuracy"]) or "none"
+        lines.append(
+            f"  {label}: better than {name} on the target: {target}; "
+            f"keeps more of the source task: {source}."
+        )
+    return "\n".join(lines)
+
+
 def notes(results):
     """What the columns measure."""
     return textwrap.fill(
@@ -114,5 +150,6 @@ def notes(results):
 def report(results):
     """The whole printed report, as one string."""
     tables = [regime_table(results, regime) for regime in experiment.REGIMES]
-    parts = [tuning_table(results), *tables, notes(results), verdict(results)]
+    parts = [when_to_use(results), tuning_table(results), *tables, notes(results),
+             verdict(results)]
     return "\n\n".join(parts)
