@@ -125,13 +125,19 @@ def when_to_use(results):
                 )
                 if outcome == "better":
                     better[field].append(f"{result.strategy.name} {difference:+.3f}")
-        target = ", ".join(better["test_accuracy"]) or f"none: {name} is as good as any"
-        source = ", ".join(better["source_accuracy"]) or "none"
-        lines.append(
-            f"  {label}: better than {name} on the target: {target}; "
-            f"keeps more of the source task: {source}."
-        )
+        target = _who(better["test_accuracy"], f"beat{{s}} {name} on the target",
+                      f"nothing beats {name} on the target")
+        source = _who(better["source_accuracy"], "keep{s} more of the source task",
+                      "none keeps more of the source task")
+        lines.append(f"  {label}: {target}; {source}.")
     return "\n".join(lines)
+
+
+def _who(names, verb, nobody):
+    """`"a, b beat ..."`, `"a beats ..."` (`verb` with `{s}`), or `nobody`."""
+    if not names:
+        return nobody
+    return f"{', '.join(names)} {verb.format(s='s' if len(names) == 1 else '')}"
 
 
 def notes(results):
