@@ -38,6 +38,9 @@ run tensorflow benchmarks/accumulation.py --jit --repeats 5 --width 1024 --steps
 run jax benchmarks/accumulation.py --jit --memory --width 1024
 run tensorflow benchmarks/accumulation.py --jit --memory --width 1024
 run jax benchmarks/jax_groups.py
+for backend in jax tensorflow torch; do
+  run $backend benchmarks/many_rules.py --rules 20000
+done
 run jax benchmarks/jax_cond_copy.py
 run jax benchmarks/model_parallel_memory.py
 for backend in jax tensorflow torch; do

@@ -80,7 +80,9 @@ class _Progress:
     def __init__(self, label, runs, epochs, verbose):
         self.verbose = verbose
         if verbose:
-            print(f"  {label}", flush=True)
+            # Marked: the bar's values are those of the run in progress,
+            # not results.
+            print(f"  progress: {label} (per-run values; results in the tables)", flush=True)
             self.bar = keras.utils.Progbar(
                 runs * epochs, verbose=1 if sys.stdout.isatty() else 2,
                 stateful_metrics=["lr", "val_acc", "source_acc"],

@@ -41,6 +41,8 @@ def plot(results, path):
         name = result.strategy.name
         for regime, style in _STYLES.items():
             runs = result.regimes[regime]
+            if regime != "tuned" and runs == result.regimes["tuned"]:
+                continue  # Tuned at the highest rate: drawn once, as tuned.
             t_mean, t_std, _ = experiment.summarize(runs, "test_accuracy")
             s_mean, s_std, _ = experiment.summarize(runs, "source_accuracy")
             both.errorbar(

@@ -48,6 +48,13 @@ def regime_table(results, regime):
     ]
     for result in results.strategies:
         runs = result.regimes[regime]
+        if regime != "tuned" and runs == result.regimes["tuned"]:
+            # Its tuned rate is this one: the same runs, not a second result.
+            lines.append(
+                f"{result.strategy.name:<20}{runs[0].learning_rate:>7.0e}"
+                "   the tuned runs above (its tuned rate is this one)"
+            )
+            continue
         target = experiment.summarize(runs, "test_accuracy")
         source = experiment.summarize(runs, "source_accuracy")
         ms = experiment.summarize(runs, "ms_per_step")[0]
@@ -98,6 +105,41 @@ def verdict(results):
     return "\n".join(lines)
 
 
+def when_to_use(results):
+    """Which strategy to reach for, read off the measured tables by one
+    stated rule (a difference beyond 2 standard errors), printed first."""
+    baseline = results.strategies[0]
+    name = baseline.strategy.name
+    lines = [
+        "When to use which, from the tables below (a difference counts beyond "
+        f"{_STANDARD_ERRORS:g} standard errors of the difference of the means; "
+        f"{len(results.protocol.seeds)} seeds):"
+    ]
+    for regime, label in (("tuned", "If you can tune the rate"),
+                          ("high", "If the rate must be high (the new head's)")):
+        better = {field: [] for field in METRICS}
+        for result in results.strategies[1:]:
+            for field in METRICS:
+                outcome, difference = compare(
+                    result.regimes[regime], baseline.regimes[regime], field
+                )
+                if outcome == "better":
+                    better[field].append(f"{result.strategy.name} {difference:+.3f}")
+        target = _who(better["test_accuracy"], f"beat{{s}} {name} on the target",
+                      f"nothing beats {name} on the target")
+        source = _who(better["source_accuracy"], "keep{s} more of the source task",
+                      "none keeps more of the source task")
+        lines.append(f"  {label}: {target}; {source}.")
+    return "\n".join(lines)
+
+
+def _who(names, verb, nobody):
+    """`"a, b beat ..."`, `"a beats ..."` (`verb` with `{s}`), or `nobody`."""
+    if not names:
+        return nobody
+    return f"{', '.join(names)} {verb.format(s='s' if len(names) == 1 else '')}"
+
+
 def notes(results):
     """What the columns measure."""
     return textwrap.fill(
@@ -114,5 +156,6 @@ def notes(results):
 def report(results):
     """The whole printed report, as one string."""
     tables = [regime_table(results, regime) for regime in experiment.REGIMES]
-    parts = [tuning_table(results), *tables, notes(results), verdict(results)]
+    parts = [when_to_use(results), tuning_table(results), *tables, notes(results),
+             verdict(results)]
     return "\n\n".join(parts)

@@ -58,7 +58,10 @@ class LastValue(keras.metrics.Metric):
         self.value.assign(0.0)
 
     def result(self):
-        return ops.cast(self.value, self.dtype)
+        # A copy, never the variable's own storage: on torch `assign`
+        # writes in place, and `fit` keeps the training result while
+        # validation reuses the metric.
+        return ops.copy(ops.cast(self.value, self.dtype))
 
 
 class _Recorded:

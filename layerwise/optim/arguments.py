@@ -5,9 +5,12 @@ optimizer included), so a bad argument leaves nothing half-built. Messages
 follow Keras' form: "`arg` must be X. Received: arg=value".
 """
 
+import collections
+
 from layerwise import _validation
 from layerwise._internals import optimizers as internals
 from layerwise.optim import checks
+from layerwise.optim import plan as plan_lib
 from layerwise.optim import rules as rules_lib
 from layerwise.optim.stages import accumulation as accumulation_lib
 from layerwise.optim.stages import diagnostics as diagnostics_lib
@@ -71,12 +74,13 @@ def check(optimizer, rules, gradient_hook, strict, accumulate_steps, ema,
         ),
         "log": diagnostics_lib.check_stats(log),
     }
-    for index, rule in enumerate(bind_rules(rules, lambda name, value: None)):
+    rules, names = check_rules(rules)
+    for index, (name, rule) in enumerate(zip(names, rules)):
         if rule.optimizer is None:
             continue
         if rule.optimizer is optimizer:
             raise ValueError(
-                f"Rule {rule.name!r} must not be given the inner optimizer as "
+                f"Rule {name!r} must not be given the inner optimizer as "
                 "its `optimizer`: variables no rule gives an optimizer already "
                 "follow it. Drop `optimizer=` from the rule, or pass a separate "
                 "instance."
@@ -138,6 +142,19 @@ def bind_rules(rules, add_scale_variable):
         add_scale_variable: Callable `(rule_name, value) -> variable`
             holding a constant multiplier.
     """
+    rules, names = check_rules(rules)
+    bound = []
+    for name, rule in zip(names, rules):
+        variable = None
+        if rule.has_constant_scale:
+            variable = add_scale_variable(name, rule.lr_scale)
+        bound.append(rule.bind(name, variable))
+    return tuple(bound)
+
+
+def check_rules(rules):
+    """Checks `rules` (a `Rule` or a list of them); returns them as a list,
+    and the name each gets in the optimizer."""
     if isinstance(rules, rules_lib.Rule):
         rules = [rules]
     if not isinstance(rules, (list, tuple)):
@@ -149,16 +166,10 @@ def bind_rules(rules, add_scale_variable):
                 f"Received an element: {rule!r}"
             )
     names = [rule.name or f"rule_{i}" for i, rule in enumerate(rules)]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = sorted(n for n, k in collections.Counter(names).items() if k > 1)
     if duplicates:
         raise ValueError(f"Rule names must be unique. Received duplicate names: {duplicates}")
-    bound = []
-    for name, rule in zip(names, rules):
-        variable = None
-        if rule.has_constant_scale:
-            variable = add_scale_variable(name, rule.lr_scale)
-        bound.append(rule.bind(name, variable))
-    return tuple(bound)
+    return list(rules), names
 
 
 def distinct_optimizers(wrapped, rules):
@@ -229,13 +240,35 @@ def resolve_variables(optimizer, grads, trainable_variables):
     variables = list(trainable_variables)
     if not optimizer.built:
         optimizer.build(variables)
-    internals.check_variables_are_known(optimizer, variables)
+    try:
+        internals.check_variables_are_known(optimizer, variables)
+    except ValueError:
+        # Keras' message prints the whole variable; name the likely cause.
+        raise ValueError(_unknown_variables_message(optimizer, variables)) from None
     if len(grads) != len(variables):
         raise ValueError(
             "`grads` must have one entry per variable. Received "
             f"{len(grads)} gradients for {len(variables)} variables."
         )
     return variables
+
+
+def _unknown_variables_message(optimizer, variables):
+    known = {internals.variable_key(optimizer, v) for v in internals.built_variables(optimizer)}
+    unknown = [
+        plan_lib.path_of(v) for v in variables
+        if internals.variable_key(optimizer, v) not in known
+    ]
+    return (
+        "`trainable_variables` must be variables this optimizer was built "
+        f"with. Received {len(unknown)} other(s): {unknown[:8]}. A "
+        "`LayerwiseOptimizer`, like any Keras optimizer, belongs to the model "
+        "it was built for (its plan and slots are that model's variables): "
+        "was it compiled into a second model, or were variables created "
+        "after it was built? Create a new optimizer for the new variables, "
+        "e.g. `LayerwiseOptimizer.from_config(optimizer.get_config())` for "
+        "the same settings with fresh state."
+    )
 
 
 def check_weights(optimizer, weights):

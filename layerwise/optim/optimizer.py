@@ -280,7 +280,10 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
         for source, paths in self._planning.saved_fresh:
             wanted = set(paths)
             self._add_fresh(source, [v for v in variables if plan_lib.path_of(v) in wanted], paths)
-        self._use_plan(self._planning.make(variables))
+        if self._planning.saved_fresh:
+            # The fresh optimizers now hold some variables' slots.
+            plan = self._planning.make(variables)
+        self._use_plan(plan)
         self.built = True
 
     def _add_fresh(self, source, variables, paths=None, at_runtime=False):

@@ -240,11 +240,25 @@ def _check_every_rule_matches(rules, matched, variables):
     if len(variables) > 8:
         sample.append("...")
     selectors = "; ".join(f"{r.name}: {r.selector.describe()}" for r in unmatched)
+    untrainable = [p for r in unmatched for p in r.selector.untrainable_paths()]
+    if untrainable:
+        # The likely cause, named first: Keras gives an optimizer only the
+        # trainable variables.
+        cause = (
+            f"Variables they name are marked `trainable=False` ({untrainable[:8]}): "
+            "Keras builds the optimizer on trainable variables only. To freeze "
+            "them, keep them trainable and give the rule `frozen=True` (it can "
+            "be unfrozen later with `optimizer.set_frozen`); to train them, set "
+            "`layer.trainable = True` before compiling."
+        )
+    else:
+        cause = (
+            "A rule given a layer or variable matches that very "
+            "object only: is it part of this model, and built?"
+        )
     raise ValueError(
         f"Rules {[r.name for r in unmatched]} match no variable "
         f"({selectors}). Each rule must select at least one variable "
         "of the model (pass `strict=False` to allow rules that match "
-        "nothing). A rule given a layer or variable matches that very "
-        "object only: is it part of this model, and built? Variable "
-        f"paths: {sample}"
+        f"nothing). {cause} Variable paths: {sample}"
     )

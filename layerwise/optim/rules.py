@@ -98,14 +98,18 @@ class Rule:
     def __init__(
         self,
         match,
-        *,
+        *args,
         optimizer=None,
         lr_scale=None,
         weight_decay=None,
         frozen=None,
         gradient=(),
         name=None,
+        **kwargs,
     ):
+        # `*args` and `**kwargs` only catch misuse, with a hint at the
+        # argument meant (Python's own message names neither).
+        _check_misplaced(args, kwargs)
         self.selector = selectors_lib.as_selector(match)
         if optimizer is not None:
             checks.check_group_optimizer(optimizer)
@@ -246,6 +250,42 @@ class Rule:
         if self.name:
             parts.append(f"name={self.name!r}")
         return "Rule(" + ", ".join(parts) + ")"
+
+
+_SETTINGS = ("optimizer", "lr_scale", "weight_decay", "frozen", "gradient", "name")
+
+
+def _check_misplaced(args, kwargs):
+    """Positional settings and unknown keywords, with the fix."""
+    if args:
+        if isinstance(args[0], keras.optimizers.Optimizer):
+            hint = f"optimizer={args[0]!r}"
+        elif isinstance(args[0], bool):
+            hint = f"frozen={args[0]!r}"
+        elif _validation.is_real_number(args[0]) or callable(args[0]):
+            hint = f"lr_scale={args[0]!r}"
+        else:
+            hint = "lr_scale=..."
+        raise TypeError(
+            "`Rule` takes one positional argument, `match`; its settings "
+            f"are keyword arguments ({', '.join(_SETTINGS)}). Write e.g. "
+            f"`Rule(match, {hint})`. Received: {len(args)} more positional "
+            f"argument(s): {', '.join(repr(a) for a in args)}"
+        )
+    if "learning_rate" in kwargs:
+        raise TypeError(
+            "`Rule` does not take `learning_rate`: a rule multiplies its "
+            "variables' learning rate with `lr_scale=` (relative to the "
+            "optimizer's, so schedules and `ReduceLROnPlateau` still apply), "
+            "or gives them an optimizer of their own with its own rate "
+            "(`optimizer=keras.optimizers.Adam(learning_rate)`). Received: "
+            f"learning_rate={kwargs['learning_rate']!r}"
+        )
+    if kwargs:
+        raise TypeError(
+            f"`Rule` takes the keyword arguments {', '.join(_SETTINGS)}. "
+            f"Received unknown argument(s): {kwargs!r}"
+        )
 
 
 class _Literal(str):

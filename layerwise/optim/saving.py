@@ -98,6 +98,8 @@ def from_config(cls, config, custom_objects=None):
         for r in config.pop("rules")
     ]
     share_optimizers(rules, config.pop("shared_optimizers", []))
+    count = 1 + len({id(r.optimizer) for r in rules if r.optimizer is not None})
+    check_runtime_config(runtime, count)
     hook = config.pop("gradient_hook", None)
     if hook is not None:
         hook = keras.saving.deserialize_keras_object(hook, custom_objects=custom_objects)
@@ -153,6 +155,38 @@ def parse_runtime_config(config):
         "ratios": config.pop("learning_rate_ratios", None),
         "exclusions": config.pop("weight_decay_exclusions", None),
     }
+
+
+def check_runtime_config(runtime, count):
+    """Refuses a runtime part that does not fit the `count` rule-level
+    optimizers of the config (an edited or foreign file), before anything
+    is built from it."""
+    fix = (
+        "The file was edited or written by another program: save the model "
+        "again from training, or load it with `compile=False` and compile a "
+        "new optimizer."
+    )
+    for index, (source, paths) in enumerate(runtime["fresh"]):
+        if isinstance(source, bool) or not isinstance(source, int) or not 0 <= source < count:
+            raise ValueError(
+                f"`unfrozen_at_runtime[{index}]['source']` in the saved "
+                "optimizer config must be the index of one of its "
+                f"{count} optimizer(s) (0 to {count - 1}). {fix} Received: "
+                f"source={source!r}"
+            )
+        if not all(isinstance(p, str) for p in paths):
+            raise ValueError(
+                f"`unfrozen_at_runtime[{index}]['paths']` in the saved "
+                f"optimizer config must be variable paths (strings). {fix} "
+                f"Received: paths={paths!r}"
+            )
+    built_on = runtime["built_on"]
+    if built_on is not None and len(built_on) != count:
+        raise ValueError(
+            "`built_on` in the saved optimizer config must list the paths "
+            f"of each of its {count} optimizer(s). {fix} Received: "
+            f"{len(built_on)} entries"
+        )
 
 
 def format_1_order(optimizer):

@@ -44,6 +44,12 @@ class Selector:
         """Adapts to the variable paths of the model being built (called
         once per build, before matching; nothing to do by default)."""
 
+    def untrainable_paths(self):
+        """Paths of the variables this selector names that are marked
+        `trainable=False` (no optimizer is built on them): why a rule may
+        match nothing. Only selectors holding layers or variables know."""
+        return []
+
     def __repr__(self):
         return f"{type(self).__name__}({self.describe()})"
 
@@ -152,6 +158,9 @@ class LayerSelector(Selector):
     def matches(self, variable):
         return any(variable is v for v in self.layer.variables)
 
+    def untrainable_paths(self):
+        return [v.path for v in self.layer.variables if not v.trainable]
+
     def describe(self):
         return f"layer {self.layer.name!r}"
 
@@ -169,6 +178,9 @@ class VariableSelector(Selector):
 
     def matches(self, variable):
         return variable is self.variable
+
+    def untrainable_paths(self):
+        return [] if self.variable.trainable else [self.variable.path]
 
     def describe(self):
         return f"variable {self.variable.path!r}"
@@ -235,6 +247,9 @@ class AnyOf(Selector):
     def bind(self, paths):
         for selector in self.selectors:
             selector.bind(paths)
+
+    def untrainable_paths(self):
+        return [p for s in self.selectors for p in s.untrainable_paths()]
 
     def describe(self):
         return " | ".join(s.describe() for s in self.selectors)

@@ -13,6 +13,14 @@ def _format_number(value):
     return f"{value:.4g}"
 
 
+def _format_decay(row):
+    """The WD cell: "off (rule)" when a rule turned decay off, "-" when the
+    optimizer gives none (or the variable is frozen)."""
+    if row["decay_set_by_rule"] and row["weight_decay"] is None:
+        return "off (rule)"
+    return _format_number(row["weight_decay"])
+
+
 def _float(value):
     return float(ops.convert_to_numpy(value))
 
@@ -22,9 +30,11 @@ def summary_rows(optimizer):
 
     Keys: `path`, `shape`, `rules`, `update` (the update rule: the class of
     the variable's optimizer, for Muon which of its paths), `lr_scale`,
-    `effective_lr`, `weight_decay` (the coefficient actually applied),
-    `transforms`, `frozen` and `optimizer` (the name of the optimizer
-    holding its slots).
+    `effective_lr`, `weight_decay` (the coefficient actually applied,
+    `None` for none), `decay_set_by_rule` (whether a rule's `weight_decay`
+    gives that coefficient, `0.0` turning decay off, rather than the
+    optimizer), `transforms`, `frozen` and `optimizer` (the name of the
+    optimizer holding its slots).
     """
     plan = optimizer.plan
     updates = optimizer._updates
@@ -50,6 +60,7 @@ def summary_rows(optimizer):
                 "lr_scale": None if p.frozen else scale,
                 "effective_lr": None if p.frozen else base_lr * scale,
                 "weight_decay": None if p.frozen else (decay or None),
+                "decay_set_by_rule": not p.frozen and p.weight_decay is not None,
                 "transforms": [] if p.frozen else transforms,
                 "frozen": p.frozen,
                 "optimizer": updater.name,
@@ -75,7 +86,7 @@ def print_summary(optimizer, print_fn=None):
             r["update"] or "-",
             _format_number(r["lr_scale"]),
             _format_number(r["effective_lr"]),
-            _format_number(r["weight_decay"]),
+            _format_decay(r),
             ", ".join(r["transforms"]) or "-",
             "yes" if r["frozen"] else "no",
         ) + ((r["optimizer"],) if show_optimizer else ())

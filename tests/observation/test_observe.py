@@ -112,6 +112,9 @@ def test_history_matches_hand_computation(reduction, kind, jit_compile):
 @pytest.mark.parametrize("kind", ["functional", "subclassed"])
 @pytest.mark.parametrize("reduction", ["mean", "last"])
 def test_validation_logs_have_val_prefix(reduction, kind, jit_compile):
+    # The training value must stay the training one: on torch a "last"
+    # result once aliased the metric's variable, which validation then
+    # overwrote before `History` read it.
     x_val = X[::-1] * 0.5
     history = fit(
         build(reduction, kind), jit_compile, validation_data=(x_val, Y)
@@ -119,6 +122,32 @@ def test_validation_logs_have_val_prefix(reduction, kind, jit_compile):
     np.testing.assert_allclose(
         history.history["val_h_norm"], [expected(reduction, x_val)], rtol=1e-5
     )
+    np.testing.assert_allclose(
+        history.history["h_norm"], [expected(reduction)], rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize("reduction", ["mean", "last"])
+def test_validation_split_keeps_training_value(reduction, jit_compile):
+    x = np.concatenate([X, X[:4] * 0.5])
+    y = np.ones((len(x), 1), "float32")
+    epoch_ends = []
+    callback = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: epoch_ends.append(dict(logs))
+    )
+    model = build(reduction)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.0), loss="mse", jit_compile=jit_compile
+    )
+    history = model.fit(
+        x, y, batch_size=BATCH, shuffle=False, verbose=0,
+        validation_split=4 / 14, callbacks=[callback],
+    )
+    train, val = expected(reduction), expected(reduction, X[:4] * 0.5)
+    assert abs(train - val) > 0.5  # The two cannot be mistaken for each other.
+    np.testing.assert_allclose(history.history["h_norm"], [train], rtol=1e-5)
+    np.testing.assert_allclose(history.history["val_h_norm"], [val], rtol=1e-5)
+    np.testing.assert_allclose(epoch_ends[0]["h_norm"], train, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["functional", "subclassed"])

@@ -196,7 +196,7 @@ def test_apply_with_a_variable_added_after_build_changes_nothing():
     opt.apply([keras.ops.ones(3)], [a])
     before = _state(None, opt)
     values = (_value(a), _value(b))
-    with pytest.raises(ValueError, match="Unknown variable.*recreate a new optimizer"):
+    with pytest.raises(ValueError, match=r"built with\. Received 1 other\(s\): \['b'\].*Create a new optimizer"):
         opt.apply([keras.ops.ones(3), keras.ops.ones(2)], [a, b])
     _assert_same_state(before, _state(None, opt))
     np.testing.assert_array_equal(_value(a), values[0])
@@ -218,9 +218,9 @@ def test_unfreezing_a_layer_with_trainable_after_build_is_refused():
     model.get_layer("l0").trainable = True
     model.compile(opt, "mse")
     before = _state(model, opt)
-    # TensorFlow/torch: Keras' "Unknown variable"; JAX: Keras' count check
-    # in `stateless_apply`.
-    with pytest.raises(ValueError, match="Unknown variable|corresponding 1:1"):
+    # TensorFlow/torch: the variables it was not built with, named; JAX:
+    # Keras' count check in `stateless_apply`.
+    with pytest.raises(ValueError, match=r"\['l0/kernel', 'l0/bias'\]|corresponding 1:1"):
         _fit(model)
     _assert_same_state(before, _state(model, opt))
 
@@ -249,7 +249,7 @@ def test_optimizer_reused_on_a_second_model_is_refused():
     second = helpers.mlp(seed=1, name="second")
     second.compile(opt, "mse")
     before = _state(second, opt)
-    with pytest.raises(ValueError, match="Unknown variable"):
+    with pytest.raises(ValueError, match="compiled into a second model"):
         _fit(second)
     _assert_same_state(before, _state(second, opt))
 
@@ -534,9 +534,9 @@ def test_unknown_keyword_arguments_are_refused():
     with pytest.raises(TypeError, match="positional argument"):
         lw.LayerwiseOptimizer(inner, [], lambda g, v: g)  # gradient_hook is keyword-only
     _inner_is_untouched(inner)
-    with pytest.raises(TypeError, match="unexpected keyword argument 'lr'"):
+    with pytest.raises(TypeError, match=r"unknown argument\(s\): \{'lr': 0.1\}"):
         lw.Rule(".*", lr=0.1)
-    with pytest.raises(TypeError, match="positional argument"):
+    with pytest.raises(TypeError, match="one positional argument"):
         lw.Rule(".*", 0.5)  # lr_scale is keyword-only
 
 
@@ -706,3 +706,103 @@ def test_applying_no_gradients_is_a_no_op():
     opt = lw.LayerwiseOptimizer(keras.optimizers.SGD())
     opt.apply([], [])
     assert not opt.built
+
+
+# ----------------------------------------------------------------------
+# Cases a new user met in silence (issue #24): each now raises or warns,
+# naming the cause and the fix.
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: lw.Rule(".*", 0.1), r"`Rule\(match, lr_scale=0.1\)`"),
+        (lambda: lw.Rule(".*", True), r"`Rule\(match, frozen=True\)`"),
+        (lambda: lw.Rule(".*", keras.optimizers.SGD()), r"`Rule\(match, optimizer="),
+        (lambda: lw.Rule(".*", learning_rate=0.1), r"`lr_scale=`.*learning_rate=0.1"),
+        (lambda: lw.Rule(".*", lr=0.1), r"Received unknown argument\(s\): \{'lr': 0.1\}"),
+    ],
+)
+def test_rule_settings_given_wrongly_name_the_keyword(call, message):
+    with pytest.raises(TypeError, match=message):
+        call()
+
+
+def test_rule_on_a_layer_set_untrainable_names_trainable():
+    """Keras builds the optimizer on trainable variables only: a rule on a
+    layer set `trainable=False` matches nothing, and the error says why."""
+    model = helpers.mlp()
+    model.get_layer("l0").trainable = False
+    opt = lw.LayerwiseOptimizer(
+        keras.optimizers.SGD(), [lw.Rule(model.get_layer("l0"), lr_scale=0.5, name="l0")]
+    )
+    with pytest.raises(ValueError, match=r"Rules \['l0'\] match no variable.*`trainable=False` "
+                       r"\(\['l0/kernel', 'l0/bias'\]\).*`frozen=True`"):
+        opt.build(model.trainable_variables)
+    assert not opt.built
+
+
+def test_layer_set_trainable_under_a_freezing_rule_warns_and_stays(jit_compile):
+    """On JAX and torch `layer.trainable = True` marks the variables the rule
+    froze trainable again: a warning names them and the fix. On TensorFlow
+    Keras' setter no longer reaches them (they left the layer's trainable
+    list when marked), so they get no gradient: nothing to warn about, and
+    they stay unchanged too."""
+    model = helpers.mlp()
+    opt = lw.LayerwiseOptimizer(keras.optimizers.SGD(0.1), [lw.Rule("l0/.*", frozen=True, name="l0")])
+    model.compile(opt, "mse", jit_compile=jit_compile)
+    _fit(model)
+    layer = model.get_layer("l0")
+    kernel = _value(layer.kernel)
+    layer.trainable = True
+    model.compile(opt, "mse", jit_compile=jit_compile)
+    if BACKEND == "tensorflow":
+        assert not layer.kernel.trainable
+        _fit(model)
+    else:
+        with pytest.warns(UserWarning, match=r"'l0/kernel'.*\['l0'\].*set_frozen"):
+            _fit(model)
+    np.testing.assert_array_equal(_value(layer.kernel), kernel)
+
+
+def test_optimizer_of_another_model_names_the_cause():
+    """Applied to another model's variables (a second `compile` with the
+    same optimizer), the error names them and the fix, not Keras' dump of
+    the variable (`fit` on a second model: see
+    `test_optimizer_reused_on_a_second_model_is_refused`)."""
+    first, second = helpers.mlp(seed=0), helpers.mlp(seed=1, name="second")
+    opt = lw.LayerwiseOptimizer(keras.optimizers.SGD(0.1), [lw.Rule("l0/.*", lr_scale=0.5)])
+    opt.build(first.trainable_variables)
+    before = _state(second, opt)
+    grads = [keras.ops.ones(v.shape) for v in second.trainable_variables]
+    with pytest.raises(ValueError, match=r"built with\. Received 6 other\(s\): \['l0/kernel'.*"
+                       r"second model.*from_config"):
+        opt.apply(grads, second.trainable_variables)
+    _assert_same_state(before, _state(second, opt))
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"source": 5, "paths": ["l0/kernel"]}, r"\['source'\].*one of its 1 optimizer\(s\) \(0 to 0\).*source=5"),
+        ({"source": "0", "paths": ["l0/kernel"]}, r"source='0'"),
+        ({"source": 0, "paths": [3]}, r"\['paths'\].*paths=\[3\]"),
+    ],
+)
+def test_saved_config_naming_a_missing_optimizer_is_refused(entry, message):
+    """A crafted config whose `unfrozen_at_runtime` entry names an optimizer
+    that does not exist: refused at `from_config`, in Keras' form, before
+    any optimizer is built (it was an `IndexError` at build)."""
+    model = helpers.mlp()
+    opt = lw.LayerwiseOptimizer(keras.optimizers.Adam(), [lw.Rule("l0/.*", frozen=True, name="l0")])
+    opt.build(model.trainable_variables)
+    opt.set_frozen("l0", False)
+    config = opt.get_config()
+    assert [e["source"] for e in config["unfrozen_at_runtime"]] == [0]
+    config["unfrozen_at_runtime"] = [entry]
+    with pytest.raises(ValueError, match=message):
+        lw.LayerwiseOptimizer.from_config(config)
+    config["unfrozen_at_runtime"] = []
+    config["built_on"] = [[], []]
+    with pytest.raises(ValueError, match=r"`built_on`.*1 optimizer\(s\).*Received: 2 entries"):
+        lw.LayerwiseOptimizer.from_config(config)

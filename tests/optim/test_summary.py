@@ -27,10 +27,28 @@ def test_summary_table_shows_every_setting():
     rows = {c[0]: c[1:] for c in cells if c[0].startswith("l")}
     assert rows["l0/kernel"] == ["(6, 5)", "body", "AdamW", "0.25", "0.0025", "0.1", "-", "no"]
     assert rows["l0/bias"] == [
-        "(5,)", "body, bias", "AdamW", "0.25", "0.0025", "-", "ClipByNorm(max_norm=2.0)", "no"
+        "(5,)", "body, bias", "AdamW", "0.25", "0.0025", "off (rule)", "ClipByNorm(max_norm=2.0)",
+        "no",
     ]
     assert rows["l1/kernel"] == ["(5, 4)", "frozen", "-", "-", "-", "-", "-", "yes"]
     assert rows["l2/kernel"] == ["(4, 2)", "-", "AdamW", "1", "0.01", "0.1", "-", "no"]
+
+
+def test_wd_column_tells_a_rule_turning_decay_off_from_an_optimizer_without_decay():
+    model = helpers.mlp()
+    opt = lw.LayerwiseOptimizer(
+        keras.optimizers.Adam(0.01),
+        [lw.Rule("l0/.*", weight_decay=0.0, name="off"),
+         lw.Rule("l2/.*", optimizer=keras.optimizers.AdamW(0.01, weight_decay=0.1), name="on")],
+    )
+    opt.build(model.trainable_variables)
+    rows = {r["path"]: r for r in opt.summary_rows()}
+    assert [(rows[p]["weight_decay"], rows[p]["decay_set_by_rule"]) for p in
+            ("l0/kernel", "l1/kernel", "l2/kernel")] == [(None, True), (None, False), (0.1, False)]
+    lines = []
+    opt.summary(print_fn=lines.append)
+    cells = {c[0]: c for c in (re.split(r"\s{2,}", line) for line in lines[0].splitlines())}
+    assert [cells[p][6] for p in ("l0/kernel", "l1/kernel", "l2/kernel")] == ["off (rule)", "-", "0.1"]
 
 
 def test_repr_names_the_optimizers_and_stages_and_rules_show_schedules():

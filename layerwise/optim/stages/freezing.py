@@ -7,6 +7,8 @@ costs what `layer.trainable = False` costs), and marked back when they
 unfreeze.
 """
 
+import warnings
+
 from keras import ops
 
 from layerwise._internals import optimizers as internals
@@ -27,6 +29,10 @@ class Freezing:
         self._key = key
         self._marked = set()
         self._position = {}
+        # Frozen variables by key: the rules freezing them, for the warning
+        # when something marks them trainable again behind the plan's back.
+        self._frozen_by = {}
+        self._warned = set()
 
     def apply(self, plan):
         """Marks the plan's frozen variables (and unmarks the unfrozen)."""
@@ -40,6 +46,7 @@ class Freezing:
                     p.variable.trainable = True
                     self._marked.discard(key)
         self._position = {self._key(p.variable): i for i, p in enumerate(plan.trainable)}
+        self._frozen_by = {self._key(p.variable): p.rules for p in plan.variables if p.frozen}
 
     def newly_trainable(self, plan):
         """The variables of `plan` that the plan applied last froze."""
@@ -59,10 +66,13 @@ class Freezing:
         """
         if all(g is None for g in grads):
             raise ValueError("No gradients provided for any variable.")
-        kept, overwrites, missing = [], [], []
+        kept, overwrites, missing, retrained = [], [], [], []
         for grad, variable in zip(grads, variables):
-            position = self._position.get(self._key(variable))
+            key = self._key(variable)
+            position = self._position.get(key)
             if position is None:
+                if grad is not None and key in self._marked and variable.trainable:
+                    retrained.append(variable)
                 continue
             if grad is None:
                 missing.append(plan_lib.path_of(variable))
@@ -77,7 +87,28 @@ class Freezing:
                 kept.append((position, grad, variable))
         if missing:
             internals.warn_missing_gradients(missing)
+        if retrained:
+            self._warn_retrained(retrained)
         if not kept:
             return [], [], [], overwrites
         positions, grads, variables = (list(x) for x in zip(*kept))
         return positions, grads, variables, overwrites
+
+    def _warn_retrained(self, variables):
+        """Once per variable: marked trainable again while a rule freezes it
+        (`layer.trainable = True`), it gets a gradient and no update."""
+        fresh = [v for v in variables if self._key(v) not in self._warned]
+        if not fresh:
+            return
+        self._warned.update(self._key(v) for v in fresh)
+        rules = sorted({r for v in fresh for r in self._frozen_by.get(self._key(v), ())})
+        warnings.warn(
+            f"Variables {[plan_lib.path_of(v) for v in fresh]} are marked "
+            "`trainable=True` again (e.g. by `layer.trainable = True`) but the "
+            f"rules {rules} freeze them: they stay unchanged, the rules win. "
+            "To train them, unfreeze the rule: `optimizer.set_frozen(name, "
+            "False)` (or `layerwise.callbacks.GradualUnfreezing`), which also "
+            "marks them trainable.",
+            UserWarning,
+            stacklevel=2,
+        )
