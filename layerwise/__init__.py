@@ -16,6 +16,7 @@ from layerwise.observation.observe import observe
 from layerwise.optim.adaptive_clip import adaptive_clip
 from layerwise.optim.centralize import centralize
 from layerwise.optim.ema_swap import ema_weights
+from layerwise.optim.flattened_muon import FlattenedMuon
 from layerwise.optim.optimizer import LayerwiseOptimizer
 from layerwise.reparam.parametrize import Parametrization
 from layerwise.reparam.parametrize import Parametrized
@@ -48,6 +49,7 @@ from layerwise.optim.transforms import zero
 __version__ = "0.1.0"
 
 __all__ = [
+    "FlattenedMuon",
     "GradientTransform",
     "LayerwiseOptimizer",
     "LinearWarmup",
