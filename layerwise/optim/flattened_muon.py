@@ -53,7 +53,7 @@ class FlattenedMuon(keras.optimizers.Muon):
     >>> opt.build([kernel])
     >>> opt.adam_velocities[0] is None  # no AdamW slot: the Muon step
     True
-    >>> opt.apply_gradients([(np.ones((3, 3, 8, 16)), kernel)])
+    >>> _ = opt.apply_gradients([(np.ones((3, 3, 8, 16)), kernel)])
     >>> kernel.shape
     (3, 3, 8, 16)
     """
