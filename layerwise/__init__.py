@@ -27,6 +27,7 @@ from layerwise.reparam.parametrize import remove_parametrization
 from layerwise.recipes.blocks import detect_blocks
 from layerwise.recipes.layer_decay import discriminative
 from layerwise.recipes.layer_decay import layer_decay
+from layerwise.lisa import lisa_rules
 from layerwise.recipes.lora_plus import lora_plus
 from layerwise.recipes.muon import muon_rules
 from layerwise.recipes.mup import mup
@@ -76,6 +77,7 @@ __all__ = [
     "is_parametrized",
     "layer_decay",
     "layers",
+    "lisa_rules",
     "lora_plus",
     "muon_rules",
     "mup",
