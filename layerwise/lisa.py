@@ -201,6 +201,11 @@ class LISA(keras.callbacks.Callback):
                 "their state would not follow the blocks it samples. Received: "
                 + ", ".join(f"{k}={v!r}" for k, v in unsupported.items())
             )
+        if not optimizer.built:
+            # TensorFlow's `fit` builds it in the first step, after this
+            # call: the draw must come first, so that the blocks it leaves
+            # frozen get no slots.
+            optimizer.build(self.model.trainable_variables)
         # Numerically: `lisa_block_10` after `lisa_block_9`.
         self._names = sorted(names, key=lambda n: int(n[len(PREFIX):]))
         self._optimizer = optimizer
