@@ -20,11 +20,14 @@ CHEAPEST = dict(jit_compile=BACKEND == "jax", run_eagerly=BACKEND == "tensorflow
 
 def _toy():
     """embed, layer_0..layer_3, head: four middle blocks of 4 * 4 + 4."""
+    # Zeros, then NumPy's draws: JAX compiles Keras' random initializers
+    # once per shape, seconds on the suite's CPUs.
+    zeros = dict(kernel_initializer="zeros")
     inputs = keras.Input((WIDTH,))
-    x = keras.layers.Dense(WIDTH, name="embed")(inputs)
+    x = keras.layers.Dense(WIDTH, name="embed", **zeros)(inputs)
     for i in range(N_BLOCKS):
-        x = keras.layers.Dense(WIDTH, activation="tanh", name=f"layer_{i}")(x)
-    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(x))
+        x = keras.layers.Dense(WIDTH, activation="tanh", name=f"layer_{i}", **zeros)(x)
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head", **zeros)(x))
     rng = np.random.default_rng(0)
     model.set_weights([rng.normal(size=w.shape) / 2 for w in model.weights])
     return model

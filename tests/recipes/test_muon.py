@@ -355,11 +355,12 @@ def test_no_hidden_matrix_is_an_error_that_lists_the_routes():
 
 def test_conv_flatten_routes_conv_kernels_to_flattened_muon():
     inputs = keras.Input((6, 6, 8))
-    x = keras.layers.Conv2D(16, 3, name="conv")(inputs)  # (3, 3, 8, 16) -> (72, 16)
-    x = keras.layers.EinsumDense("abc,cde->abde", (16, 4, 4), name="einsum")(
-        keras.layers.Reshape((16, 16))(x))  # (16, 4, 4): not a conv kernel
-    x = keras.layers.Dense(8, name="hidden")(keras.layers.Flatten()(x))
-    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(x))
+    # (3, 3, 8, 16) -> (72, 16)
+    x = keras.layers.Conv2D(16, 3, kernel_initializer=_init(1), name="conv")(inputs)
+    x = keras.layers.EinsumDense("abc,cde->abde", (16, 4, 4), kernel_initializer=_init(2),
+                                 name="einsum")(keras.layers.Reshape((16, 16))(x))  # not a conv
+    x = keras.layers.Dense(8, kernel_initializer=_init(3), name="hidden")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, keras.layers.Dense(2, kernel_initializer=_init(4), name="head")(x))
     rules = muon_rules(model, conv="flatten")
     assert isinstance(rules[0].optimizer, lw.FlattenedMuon)
     assert _routes(rules) == {
