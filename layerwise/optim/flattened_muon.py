@@ -53,8 +53,9 @@ class FlattenedMuon(keras.optimizers.Muon):
     >>> opt.build([kernel])
     >>> opt.adam_velocities[0] is None  # no AdamW slot: the Muon step
     True
-    >>> _ = opt.apply_gradients([(np.ones((3, 3, 8, 16)), kernel)])
-    >>> kernel.shape
+    >>> grad = keras.ops.ones((3, 3, 8, 16))
+    >>> _ = opt.apply_gradients([(grad, kernel)])
+    >>> tuple(kernel.shape)
     (3, 3, 8, 16)
     """
 
