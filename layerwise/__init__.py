@@ -16,6 +16,7 @@ from layerwise.observation.observe import observe
 from layerwise.optim.adaptive_clip import adaptive_clip
 from layerwise.optim.centralize import centralize
 from layerwise.optim.ema_swap import ema_weights
+from layerwise.optim.flattened_muon import FlattenedMuon
 from layerwise.optim.optimizer import LayerwiseOptimizer
 from layerwise.reparam.parametrize import Parametrization
 from layerwise.reparam.parametrize import Parametrized
@@ -26,6 +27,7 @@ from layerwise.reparam.parametrize import remove_parametrization
 from layerwise.recipes.blocks import detect_blocks
 from layerwise.recipes.layer_decay import discriminative
 from layerwise.recipes.layer_decay import layer_decay
+from layerwise.lisa import lisa_rules
 from layerwise.recipes.lora_plus import lora_plus
 from layerwise.recipes.muon import muon_rules
 from layerwise.recipes.mup import mup
@@ -48,6 +50,7 @@ from layerwise.optim.transforms import zero
 from layerwise._version import __version__
 
 __all__ = [
+    "FlattenedMuon",
     "GradientTransform",
     "LayerwiseOptimizer",
     "LinearWarmup",
@@ -74,6 +77,7 @@ __all__ = [
     "is_parametrized",
     "layer_decay",
     "layers",
+    "lisa_rules",
     "lora_plus",
     "muon_rules",
     "mup",

@@ -3,6 +3,7 @@
 import keras
 
 from layerwise._internals import trainers
+from layerwise.lisa import LISA  # noqa: F401  (`lw.callbacks.LISA`)
 from layerwise.optim import ema_swap
 from layerwise.optim.optimizer import layerwise_optimizer_of
 

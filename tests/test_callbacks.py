@@ -89,17 +89,19 @@ def test_each_unfreeze_starts_fresh_and_summary_shows_the_optimizer():
     model.fit(x, y, epochs=1, batch_size=32, verbose=0)
     n_vars = len(opt.variables)
     opt.set_frozen("l1", False)
-    opt.set_frozen("l1", True)  # keeps the slots
+    first = opt.all_optimizers()[1]
     assert len(opt.all_optimizers()) == 2
-    opt.set_frozen("l1", False)  # fresh state again: one more Adam
-    assert len(opt.all_optimizers()) == 3
+    opt.set_frozen("l1", True)  # its runtime optimizer is dropped, slots and all
+    assert len(opt.all_optimizers()) == 1 and len(opt.variables) == n_vars
+    opt.set_frozen("l1", False)  # fresh state again: a new Adam
+    assert len(opt.all_optimizers()) == 2 and opt.all_optimizers()[1] is not first
     # Per unfreeze: iterations, learning_rate, and m, v for kernel and bias.
-    assert len(opt.variables) == n_vars + 2 * (2 + 2 * 2)
+    assert len(opt.variables) == n_vars + (2 + 2 * 2)
     lines = []
     opt.summary(print_fn=lines.append)
     assert "Slots in" in lines[0].splitlines()[3]
     rows = {r["path"]: r for r in opt.summary_rows()}
-    assert rows["l1/kernel"]["optimizer"].endswith("_unfrozen_2")
+    assert rows["l1/kernel"]["optimizer"].endswith("_unfrozen_1")
     assert rows["l0/kernel"]["optimizer"] == opt.inner_optimizer.name
 
 

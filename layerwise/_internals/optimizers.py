@@ -312,6 +312,23 @@ def track_for_checkpoints(owner, optimizer, name):
         owner._track_trackable(optimizer, name=name, overwrite=True)
 
 
+def untrack_for_checkpoints(owner, name):
+    """Undoes `track_for_checkpoints(owner, ..., name)` (nothing if `name`
+    is not tracked): the optimizer is dropped, and a checkpoint must
+    neither save it nor keep it alive. TensorFlow's `Trackable` has no
+    public way to forget a dependency: this edits its two private records.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return
+    if owner._self_unconditional_dependency_names.pop(name, None) is None:
+        return
+    owner._self_unconditional_checkpoint_dependencies[:] = [
+        reference
+        for reference in owner._self_unconditional_checkpoint_dependencies
+        if reference.name != name
+    ]
+
+
 def all_reduce_across_replicas(grads):
     """Sums `grads` over the replicas of a `tf.distribute` strategy.
 

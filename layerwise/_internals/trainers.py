@@ -156,3 +156,17 @@ def make_train_function_with(model, wrap):
         del model.train_step
         model.train_function = previous
     return wrap(function)
+
+
+def write_back_state(model):
+    """Writes the state a running `fit` holds into the model's and the
+    optimizer's variables, and makes its next step read them again.
+
+    JAX's trainer keeps the state in `model._jax_state` between steps and
+    writes it back only at epoch ends; a callback that changes which
+    variables train, or what state the optimizer has, in the middle of an
+    epoch must call this first. The other backends train on the variables
+    themselves.
+    """
+    if keras.backend.backend() == "jax":
+        model.jax_state_sync()

@@ -92,8 +92,12 @@ class Controls:
         of its own starting at 0 (Adam's bias correction restarts), at the
         current learning rate of its optimizer times its multipliers. The
         variables unfrozen by one call share a new optimizer of the class
-        and configuration of the one they follow; whatever slots they held
-        before stay allocated but unused. Freezing keeps a variable's slots.
+        and configuration of the one they follow. Freezing keeps a
+        variable's slots, except that an optimizer created by an earlier
+        unfreeze is dropped, with its slots, once all of its variables are
+        frozen again (its state would never be read again), unless
+        `accumulate_steps` or `ema` is on (their per-variable state is
+        kept with it). Slots given at build stay allocated.
         The change is recorded in the optimizer's config, so a saved model
         resumes with the same state.
 
@@ -126,10 +130,43 @@ class Controls:
                 self._add_fresh(source, members, at_runtime=True)
             if sources:
                 plan = self._planning.make(internals.built_variables(self))
+            if self._release_retired(plan):
+                plan = self._planning.make(internals.built_variables(self))
         except BaseException:
             rule.frozen = previous
             raise
         self._use_plan(plan)
+
+    def _release_retired(self, plan):
+        """Drops the optimizers created at runtime none of whose variables
+        is trainable in `plan` (their slots would never be read again: a
+        variable that unfreezes gets a fresh optimizer). Kept while
+        accumulation or EMA are on, whose per-variable state lives in this
+        optimizer and is rebuilt per runtime optimizer when loading.
+
+        Returns:
+            Whether any was dropped.
+        """
+        if self._accumulation.enabled or self._ema.enabled:
+            return False
+        trainable = {id(p.variable) for p in plan.trainable}
+        first = len(self._updates.optimizers)
+        retired = [
+            index
+            for index in range(first, len(self._updates.updaters))
+            if not any(id(v) in trainable for v in internals.built_variables(self._updates.updaters[index]))
+        ]
+        if not retired:
+            return False
+        for index in range(first, len(self._updates.updaters)):
+            internals.untrack_for_checkpoints(self, f"unfrozen_optimizer_{index}")
+        renumbered = self._updates.release(retired)
+        self._planning.renumber(renumbered)
+        for index in range(first, len(self._updates.updaters)):
+            internals.track_for_checkpoints(
+                self, self._updates.updaters[index], f"unfrozen_optimizer_{index}"
+            )
+        return True
 
     def exclude_from_weight_decay(self, var_list=None, var_names=None):
         """Excludes variables from every optimizer's weight decay, as Keras'

@@ -79,3 +79,13 @@ class Planning:
         """From the next plan on, `updater` holds `variables`' slots."""
         for variable in variables:
             self._updater_of[self._key(variable)] = updater
+
+    def renumber(self, renumbered):
+        """Follows `GroupedUpdate.release`: `renumbered` maps the index of
+        every kept optimizer to its new one; variables of a dropped one
+        fall back to their rule's optimizer."""
+        self._updater_of = {
+            key: renumbered[index]
+            for key, index in self._updater_of.items()
+            if index in renumbered
+        }

@@ -11,7 +11,8 @@ variable's route under "Rules":
 - `"muon (AdamW path)"`: to the Muon optimizer, which (Keras' `Muon`)
   updates it with its own AdamW step at `learning_rate * adam_lr_ratio`:
   Keras' Muon orthogonalizes rank-2 variables only, so a convolution kernel
-  that passes timm's test still takes this path, as does a variable whose
+  that passes timm's test still takes this path (unless `conv="flatten"`:
+  then a `FlattenedMuon` orthogonalizes it), as does a variable whose
   path contains "embedding" (`exclude_embeddings`) or one of
   `exclude_layers`;
 - `"adamw: <reason>"`: no optimizer of its own, so the wrapper's default
@@ -29,12 +30,18 @@ import keras
 
 from layerwise import _validation
 from layerwise._internals import optimizers as internal_optimizers
+from layerwise.optim import flattened_muon
 from layerwise.optim import rules as rules_lib
 from layerwise.optim import selectors as selectors_lib
 from layerwise.recipes import roles as roles_lib
 from layerwise.recipes import stacks as stacks_lib
 
 _ADAMW_PATH = (None, "muon", "default")
+_CONV = (None, "flatten")
+# The kernels whose last axis is the output, so that flattening the others
+# gives the matrix of fan-in by outputs (transposed and depthwise
+# convolutions lay their kernels out otherwise).
+_FLATTENABLE_CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 
 
 def muon_suitability(shape, min_dim=4, max_aspect_ratio=128):
@@ -135,7 +142,33 @@ def _resolve_output_layers(model, output_layers):
     return resolved
 
 
-def _route(role, output_ids, muon, adamw_path, min_dim, max_aspect_ratio):
+def _is_conv_kernel(role):
+    return role.variable.path.endswith("/kernel") and any(
+        isinstance(owner, _FLATTENABLE_CONVS) and owner.kernel is role.variable
+        for owner in role.owners
+    )
+
+
+def _check_conv(conv, muon):
+    if conv not in _CONV:
+        raise ValueError(f"`conv` must be one of {_CONV}. Received: conv={conv!r}")
+    flattens = isinstance(muon, flattened_muon.FlattenedMuon)
+    if conv == "flatten" and not flattens:
+        raise TypeError(
+            "With `conv='flatten'`, `muon` must be a `layerwise.FlattenedMuon` "
+            "(Keras' `Muon` updates convolution kernels with its AdamW step), "
+            "or `None` for a new one. Received: "
+            f"muon={type(muon).__name__}"
+        )
+    if conv is None and flattens:
+        raise ValueError(
+            "`muon` is a `FlattenedMuon`, which orthogonalizes every variable "
+            "of rank > 2 routed to it: pass `conv='flatten'` so that only "
+            "convolution kernels are. Received: conv=None"
+        )
+
+
+def _route(role, output_ids, muon, adamw_path, min_dim, max_aspect_ratio, conv=None):
     if role.embedding:
         return "adamw: embedding"
     if role.tied:
@@ -145,6 +178,9 @@ def _route(role, output_ids, muon, adamw_path, min_dim, max_aspect_ratio):
     reason = muon_suitability(role.variable.shape, min_dim, max_aspect_ratio)
     if reason is not None:
         return f"adamw: {reason}"
+    rank = len(role.variable.shape)
+    if conv == "flatten" and rank > 2 and not _is_conv_kernel(role):
+        return f"adamw: {rank}-D, not a conv kernel"
     if internal_optimizers.muon_uses_adamw(muon, role.variable):
         if adamw_path == "default":
             return "adamw: Muon's AdamW path"
@@ -160,6 +196,7 @@ def muon_rules(
     adamw_path=None,
     min_dim=4,
     max_aspect_ratio=128,
+    conv=None,
 ):
     """Rules that send the hidden matrices of `model` to a Muon optimizer.
 
@@ -175,7 +212,11 @@ def muon_rules(
        variables Keras' `Muon` does not orthogonalize (rank other than 2,
        such as convolution kernels, or excluded by `exclude_embeddings` /
        `exclude_layers`): it updates them with its AdamW step at
-       `learning_rate * adam_lr_ratio` and `adam_weight_decay`.
+       `learning_rate * adam_lr_ratio` and `adam_weight_decay`. With
+       `conv="flatten"`, the kernels of `Conv1D`/`Conv2D`/`Conv3D` layers
+       are orthogonalized flattened instead (rule `"muon"`), and the other
+       variables of rank > 2 go to the default optimizer
+       (`"adamw: 3-D, not a conv kernel"`).
 
     "Default" means the wrapper's inner optimizer (typically AdamW): those
     rules set nothing but a name. All rules select exact variable paths, so
@@ -198,6 +239,11 @@ def muon_rules(
             `"adamw: Muon's AdamW path"`).
         min_dim: Smallest matrix side for Muon (timm: 4).
         max_aspect_ratio: Largest aspect ratio for Muon (timm: 128).
+        conv: `None` (default): convolution kernels follow Keras' `Muon`
+            (step 5). `"flatten"`: they are orthogonalized as the matrix
+            `(prod(shape[:-1]), shape[-1])`, as timm does, by a
+            `layerwise.FlattenedMuon` (`muon` must be one, or `None` for a
+            new one).
 
     Returns:
         A list of `Rule`s, the Muon ones first, then one per reason in order
@@ -222,7 +268,7 @@ def muon_rules(
     """
     _validation.check_model(model)
     if muon is None:
-        muon = keras.optimizers.Muon()
+        muon = flattened_muon.FlattenedMuon() if conv == "flatten" else keras.optimizers.Muon()
     if not isinstance(muon, keras.optimizers.Optimizer):
         raise TypeError(
             "`muon` must be a `keras.optimizers.Optimizer` instance, such as "
@@ -232,13 +278,14 @@ def muon_rules(
         raise ValueError(
             f"`adamw_path` must be one of {_ADAMW_PATH}. Received: adamw_path={adamw_path!r}"
         )
+    _check_conv(conv, muon)
     _check_number(min_dim, "min_dim", 1)
     _check_number(max_aspect_ratio, "max_aspect_ratio", 1)
     heads = _resolve_output_layers(model, output_layers)
     output_ids = {id(v) for layer in heads for v in layer.weights}
     routes = {}
     for role in roles_lib.variable_roles(model):
-        name = _route(role, output_ids, muon, adamw_path, min_dim, max_aspect_ratio)
+        name = _route(role, output_ids, muon, adamw_path, min_dim, max_aspect_ratio, conv)
         routes.setdefault(name, []).append(role.variable.path)
     if "muon" not in routes:
         reasons = {name: len(paths) for name, paths in routes.items()}

@@ -138,3 +138,16 @@ def test_tensorflow_optimizers_track_named_dependencies():
 
     skipped = saving_lib.get_attr_skipset("Optimizer")
     assert "_self_unconditional_checkpoint_dependencies" in skipped
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow internals")
+def test_tensorflow_dependencies_can_be_untracked():
+    owner, child, other = keras.optimizers.Adam(), keras.optimizers.SGD(), keras.optimizers.SGD()
+    internals.track_for_checkpoints(owner, child, "unfrozen_optimizer_1")
+    internals.track_for_checkpoints(owner, other, "unfrozen_optimizer_2")
+    internals.untrack_for_checkpoints(owner, "unfrozen_optimizer_1")
+    internals.untrack_for_checkpoints(owner, "never_tracked")
+    assert owner._lookup_dependency("unfrozen_optimizer_1") is None
+    assert owner._lookup_dependency("unfrozen_optimizer_2") is other
+    children = owner._trackable_children()
+    assert "unfrozen_optimizer_1" not in children and children["unfrozen_optimizer_2"] is other

@@ -227,3 +227,20 @@ def test_make_train_function_with_runs_the_wrapped_step(jit_compile):
     assert ("first", "function") in seen and ("second", "function") in seen
     steps = {tag for tag, kind in seen if kind == "step"}
     assert steps == (set() if keras.backend.backend() == "torch" else {"first", "second"})
+
+
+def test_write_back_state_lets_a_callback_change_variables_mid_epoch(jit_compile):
+    """After `write_back_state`, what a callback assigns in the middle of
+    an epoch is what the next step trains on (JAX's `fit` re-reads its
+    state from the variables); LISA relies on it."""
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse", jit_compile=jit_compile)
+
+    class Reset(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 2:
+                _trainer_internals.write_back_state(self.model)
+                self.model.layers[0].kernel.assign(np.full((1, 1), 7.0, "float32"))
+
+    model.fit(np.ones((4, 1)), np.ones((4, 1)), batch_size=1, verbose=0, callbacks=[Reset()])
+    assert float(keras.ops.convert_to_numpy(model.layers[0].kernel)[0, 0]) == 7.0

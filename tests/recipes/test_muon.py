@@ -351,3 +351,34 @@ def test_no_hidden_matrix_is_an_error_that_lists_the_routes():
                               keras.layers.Dense(2, name="head")])
     with pytest.raises(ValueError, match=r"at least one hidden matrix .*'adamw: output layer': 4"):
         muon_rules(model, muon=_muon(), output_layers=["hidden", "head"])
+
+
+def test_conv_flatten_routes_conv_kernels_to_flattened_muon():
+    inputs = keras.Input((6, 6, 8))
+    # (3, 3, 8, 16) -> (72, 16)
+    x = keras.layers.Conv2D(16, 3, kernel_initializer=_init(1), name="conv")(inputs)
+    x = keras.layers.EinsumDense("abc,cde->abde", (16, 4, 4), kernel_initializer=_init(2),
+                                 name="einsum")(keras.layers.Reshape((16, 16))(x))  # not a conv
+    x = keras.layers.Dense(8, kernel_initializer=_init(3), name="hidden")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, keras.layers.Dense(2, kernel_initializer=_init(4), name="head")(x))
+    rules = muon_rules(model, conv="flatten")
+    assert isinstance(rules[0].optimizer, lw.FlattenedMuon)
+    assert _routes(rules) == {
+        "conv/kernel": "muon",
+        "conv/bias": "adamw: 1-D",
+        "einsum/kernel": "adamw: 3-D, not a conv kernel",
+        "hidden/kernel": "muon",
+        "hidden/bias": "adamw: 1-D",
+        "head/kernel": "adamw: output layer",
+        "head/bias": "adamw: output layer",
+    }
+
+
+def test_conv_option_and_muon_class_must_agree():
+    model = _toy()
+    with pytest.raises(ValueError, match="`conv` must be one of"):
+        muon_rules(model, conv="reshape")
+    with pytest.raises(TypeError, match="must be a `layerwise.FlattenedMuon`"):
+        muon_rules(model, muon=keras.optimizers.Muon(), conv="flatten")
+    with pytest.raises(ValueError, match="pass `conv='flatten'`"):
+        muon_rules(model, muon=lw.FlattenedMuon())

@@ -89,6 +89,26 @@ class GroupedUpdate:
         )
         return index
 
+    def release(self, indices):
+        """Drops fresh optimizers (their slots go with them).
+
+        Args:
+            indices: Indices of fresh optimizers.
+
+        Returns:
+            `{old index: new index}` for every optimizer kept.
+        """
+        dropped = set(indices)
+        if any(index < len(self.optimizers) for index in dropped):
+            raise ValueError(f"Only fresh optimizers can be released. Received: indices={indices}")
+        kept = [i for i in range(len(self.updaters)) if i not in dropped]
+        first = len(self.optimizers)
+        self.updaters = [self.updaters[i] for i in kept]
+        self.sources = [self.sources[i] for i in kept]
+        self._step_states = [self._step_states[i] for i in kept]
+        self.fresh = [self.fresh[i - first] for i in kept if i >= first]
+        return {old: new for new, old in enumerate(kept)}
+
     def learning_rate(self, updater):
         """The current base learning rate of an updater's group (schedules
         evaluated at its source's step count)."""
