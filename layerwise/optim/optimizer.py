@@ -94,7 +94,7 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
             `ema_overwrite_frequency`; taken over from the inner optimizer
             the same way). Needs `ema`.
         log: Per-rule diagnostics computed at every real step, among
-            `"lr"`, `"grad_norm"` and `"update_ratio"` (see
+            `"lr"`, `"grad_norm"`, `"update_ratio"` and `"update_norm"` (see
             `layerwise.callbacks.LogDiagnostics`).
         name: Optional name of the optimizer.
 

@@ -35,6 +35,7 @@ import keras
 from keras import ops
 
 from layerwise import _validation
+from layerwise.optim import transforms as transforms_lib
 
 _PACKAGE = "layerwise"
 
@@ -327,6 +328,13 @@ def as_update_transform(transform):
     """Returns `transform` as an `UpdateTransform` (wrapping callables)."""
     if isinstance(transform, UpdateTransform):
         return transform
+    if isinstance(transform, transforms_lib.GradientTransform):
+        raise TypeError(
+            f"{transform!r} is a gradient transform: give it to the rule's "
+            "`gradient=`, not to `update=`, which takes update transforms "
+            "(`lw.trust_ratio()`, `lw.clip_update(...)`, ...). Received: "
+            f"update transform={transform!r}"
+        )
     if callable(transform) and not isinstance(transform, type):
         return PerVariableUpdate(transform)
     raise TypeError(
