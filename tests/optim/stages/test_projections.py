@@ -50,14 +50,17 @@ def test_unit_norm_keeps_rows_on_the_sphere(jit_compile):
 
 
 def test_projection_runs_after_the_keras_constraint():
-    variable = keras.Variable(np.array([0.5, -0.5], "float32"), constraint=keras.constraints.NonNeg())
+    layer = keras.layers.Dense(2, use_bias=False, kernel_constraint=keras.constraints.NonNeg())
+    layer.build((None, 1))
+    variable = layer.kernel
+    variable.assign(np.array([[0.5, -0.5]], "float32"))
     opt = lw.LayerwiseOptimizer(
         keras.optimizers.SGD(1.0), [lw.Rule(".*", project=[lambda w: w - 1.0])]
     )
     opt.build([variable])
-    opt.apply([keras.ops.convert_to_tensor(np.array([0.1, 0.1], "float32"))], [variable])
+    opt.apply([keras.ops.convert_to_tensor(np.array([[0.1, 0.1]], "float32"))], [variable])
     # NonNeg first (max(w - 0.1, 0)), then the projection.
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), [-0.6, -1.0], rtol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), [[-0.6, -1.0]], rtol=1e-6)
 
 
 def test_projections_chain_in_rule_order():
