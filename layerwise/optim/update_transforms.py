@@ -77,6 +77,10 @@ class PerTensorUpdateTransform(UpdateTransform):
         raise NotImplementedError
 
 
+def _squares(x):
+    return ops.sum(ops.square(ops.cast(x, "float32")))
+
+
 def _norm(x):
     # float32 sum of squares; the double `where` keeps sqrt's gradient
     # finite at 0 (transforms run inside differentiable code too).
@@ -201,18 +205,21 @@ class RelativeGradientNorm(UpdateTransform):
     """
 
     def __call__(self, updates, grads, weights, learning_rates):
-        weight_norms = [_norm(w) for w in weights]
-        relative = [
-            ops.where(n > 0, _norm(g) / ops.where(n > 0, n, 1.0), 0.0)
-            for g, n in zip(grads, weight_norms)
-        ]
-        largest = ops.max(ops.stack(relative))
-        out = []
-        for u, r, n in zip(updates, relative, weight_norms):
-            keep = ops.logical_or(n == 0, largest == 0)
-            factor = ops.where(keep, 1.0, r / ops.where(largest > 0, largest, 1.0))
-            out.append(u * ops.cast(factor, u.dtype))
-        return out
+        # The norms as one vector: per-tensor scalar chains feeding every
+        # update made XLA's compilation 10x slower (50 tensors: 26 s vs 3 s).
+        weight_squares = ops.stack([_squares(w) for w in weights])
+        grad_squares = ops.stack([_squares(g) for g in grads])
+        has_norm = weight_squares > 0
+        relative = ops.where(
+            has_norm, ops.sqrt(grad_squares / ops.where(has_norm, weight_squares, 1.0)), 0.0
+        )
+        largest = ops.max(relative)
+        factors = ops.where(
+            ops.logical_or(ops.logical_not(has_norm), largest == 0),
+            1.0,
+            relative / ops.where(largest > 0, largest, 1.0),
+        )
+        return [u * ops.cast(factors[i], u.dtype) for i, u in enumerate(updates)]
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
