@@ -103,7 +103,7 @@ def test_adamw_with_trust_ratio_equals_keras_lamb_in_fit(jit_compile):
     ):
         model = helpers.mlp()
         model.compile(optimizer, "mse", jit_compile=jit_compile)
-        model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
         models.append(helpers.weights(model))
     helpers.assert_weights_close(*models, rtol=1e-4, atol=1e-6)
 
