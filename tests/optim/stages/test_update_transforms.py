@@ -88,24 +88,16 @@ def test_adam_with_trust_ratio_equals_optax_lamb_without_decay():
     helpers.assert_weights_close(_run(opt), [np.asarray(p) for p in params], rtol=1e-5)
 
 
-def test_adamw_with_trust_ratio_equals_keras_lamb_in_fit(jit_compile):
+def test_adamw_with_trust_ratio_equals_keras_lamb():
     """Keras' `Lamb` decays outside the ratio, as an update transform does.
     (Its epsilon sits inside the debiased root, Adam's outside: a tiny
     epsilon makes them the same.)"""
-    x, y = helpers.data(32)
-    models = []
-    for optimizer in (
-        lw.LayerwiseOptimizer(
-            keras.optimizers.AdamW(0.01, weight_decay=0.05, epsilon=1e-12),
-            [lw.Rule(".*", update=[lw.trust_ratio()])],
-        ),
-        keras.optimizers.Lamb(0.01, weight_decay=0.05, epsilon=1e-12),
-    ):
-        model = helpers.mlp()
-        model.compile(optimizer, "mse", jit_compile=jit_compile)
-        model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
-        models.append(helpers.weights(model))
-    helpers.assert_weights_close(*models, rtol=1e-4, atol=1e-6)
+    opt = lw.LayerwiseOptimizer(
+        keras.optimizers.AdamW(0.01, weight_decay=0.05, epsilon=1e-12),
+        [lw.Rule(".*", update=[lw.trust_ratio()])],
+    )
+    lamb = keras.optimizers.Lamb(0.01, weight_decay=0.05, epsilon=1e-12)
+    helpers.assert_weights_close(_run(opt), _run(lamb), rtol=1e-5)
 
 
 def test_cautious_adamw_matches_timm_formula():
