@@ -245,9 +245,17 @@ def _ops_with(extra_rule):
 
 @only_on("tensorflow")
 def test_update_transforms_and_projections_cost_only_their_variables():
-    """A rule's update transforms and projections add ops for its own
-    variables only (block_0: kernel and bias), and no state."""
+    """A rule without update transforms or projections adds nothing to the
+    graph; one with them adds ops for its own variables only (block_0:
+    kernel and bias), and no state."""
+    model = _model()
+    rules = [lw.Rule(f"block_{i}/.*", lr_scale=0.9 ** (12 - i)) for i in range(12)]
+    without = _graph_ops(
+        lw.LayerwiseOptimizer(keras.optimizers.AdamW(1e-3, weight_decay=0.01), rules),
+        model.trainable_variables,
+    )
     plain, plain_opt = _ops_with(lw.Rule("block_0/.*"))
+    assert plain == without
     transformed, transformed_opt = _ops_with(
         lw.Rule("block_0/.*", update=[lw.clip_update(1.0)], project=[lw.max_norm(2.0)])
     )
@@ -259,15 +267,3 @@ def test_update_transforms_and_projections_cost_only_their_variables():
     # bounded number of ops for each of the two, none for the other 24.
     assert sum(transformed.values()) - sum(plain.values()) <= 2 * 40
     assert len(transformed_opt.variables) == len(plain_opt.variables)
-
-
-@only_on("tensorflow")
-def test_rules_without_update_transforms_add_nothing_to_the_graph():
-    model = _model()
-    rules = [lw.Rule(f"block_{i}/.*", lr_scale=0.9 ** (12 - i)) for i in range(12)]
-    without = _graph_ops(
-        lw.LayerwiseOptimizer(keras.optimizers.AdamW(1e-3, weight_decay=0.01), rules),
-        model.trainable_variables,
-    )
-    plain, _ = _ops_with(lw.Rule("block_0/.*"))
-    assert plain == without
