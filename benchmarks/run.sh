@@ -46,3 +46,9 @@ run jax benchmarks/model_parallel_memory.py
 for backend in jax tensorflow torch; do
   run "$backend" benchmarks/mup_coordinate_check.py
 done
+# Update transforms and projections (RESULTS §V): each vs none, optax side by side on JAX.
+run jax benchmarks/update_transforms.py --mode apply --repeats 5 --calls 10
+run jax benchmarks/update_transforms.py --mode memory
+run jax benchmarks/update_transforms.py --mode fit --jit --repeats 5 --steps 20
+run tensorflow benchmarks/update_transforms.py --mode fit --repeats 5 --steps 20
+run torch benchmarks/update_transforms.py --mode apply --repeats 5 --calls 5

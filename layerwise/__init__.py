@@ -32,6 +32,9 @@ from layerwise.recipes.lora_plus import lora_plus
 from layerwise.recipes.muon import muon_rules
 from layerwise.recipes.mup import mup
 from layerwise.recipes.no_decay import no_decay
+from layerwise.optim.projections import Projection
+from layerwise.optim.projections import max_norm
+from layerwise.optim.projections import unit_norm
 from layerwise.optim.rules import Rule
 from layerwise.optim.schedules import LinearWarmup
 from layerwise.optim.schedules import warmup
@@ -46,6 +49,15 @@ from layerwise.optim.transforms import clip_by_value
 from layerwise.optim.transforms import per_variable
 from layerwise.optim.transforms import scale
 from layerwise.optim.transforms import zero
+from layerwise.optim.update_transforms import PerTensorUpdateTransform
+from layerwise.optim.update_transforms import UpdateTransform
+from layerwise.optim.update_transforms import cautious
+from layerwise.optim.update_transforms import clip_update
+from layerwise.optim.update_transforms import clip_update_block_rms
+from layerwise.optim.update_transforms import per_variable_update
+from layerwise.optim.update_transforms import relative_gradient_norm
+from layerwise.optim.update_transforms import skip_large_updates
+from layerwise.optim.update_transforms import trust_ratio
 
 from layerwise._version import __version__
 
@@ -58,19 +70,25 @@ __all__ = [
     "Parametrization",
     "Parametrized",
     "PerTensorTransform",
+    "PerTensorUpdateTransform",
+    "Projection",
     "Rule",
     "SetLearningRate",
     "SpectralNorm",
+    "UpdateTransform",
     "WeightNorm",
     "adaptive_clip",
     "callbacks",
     "capture",
+    "cautious",
     "centralize",
     "chain",
     "clip_by_global_norm",
     "clip_by_l1_norm",
     "clip_by_norm",
     "clip_by_value",
+    "clip_update",
+    "clip_update_block_rms",
     "detect_blocks",
     "discriminative",
     "ema_weights",
@@ -79,6 +97,7 @@ __all__ = [
     "layers",
     "lisa_rules",
     "lora_plus",
+    "max_norm",
     "muon_rules",
     "mup",
     "no_decay",
@@ -87,9 +106,14 @@ __all__ = [
     "parametrizations",
     "parametrize",
     "per_variable",
+    "per_variable_update",
+    "relative_gradient_norm",
     "remove_parametrization",
     "scale",
+    "skip_large_updates",
     "spectral_norm",
+    "trust_ratio",
+    "unit_norm",
     "warmup",
     "weight_norm",
     "zero",

@@ -4,7 +4,8 @@ The gradient's whole path is `apply` -> `_step` below. The stages it goes
 through each live in their own module (`layerwise/optim/stages/`): freezing,
 the non-finite guard, accumulation, gradient processing, the grouped update
 (where the learning-rate multiplier meets each optimizer's own update rule
-and weight decay), diagnostics and the moving average.
+and weight decay), the rules' update transforms, Keras' constraints and
+the rules' projections, diagnostics and the moving average.
 """
 
 import weakref
@@ -26,6 +27,8 @@ from layerwise.optim.stages import ema as ema_lib
 from layerwise.optim.stages import finite_guard as finite_guard_lib
 from layerwise.optim.stages import freezing as freezing_lib
 from layerwise.optim.stages import grouped_update as grouped_update_lib
+from layerwise.optim.stages import projections as projections_lib
+from layerwise.optim.stages import update_transforms as update_transforms_lib
 
 
 @keras.saving.register_keras_serializable(package="layerwise")
@@ -45,7 +48,8 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
     Per step: freezing, the non-finite guard, accumulation, then once per
     real step the gradient hook, rule transforms and clipping
     (`layerwise/optim/processing.py`), weight decay and the update group by
-    group, diagnostics, EMA and the step count; `apply` and `_step` below
+    group, the rules' update transforms, Keras' constraints, the rules'
+    projections, diagnostics, EMA and the step count; `apply` and `_step` below
     read in that order.
 
     Args:
@@ -90,7 +94,7 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
             `ema_overwrite_frequency`; taken over from the inner optimizer
             the same way). Needs `ema`.
         log: Per-rule diagnostics computed at every real step, among
-            `"lr"`, `"grad_norm"` and `"update_ratio"` (see
+            `"lr"`, `"grad_norm"`, `"update_ratio"` and `"update_norm"` (see
             `layerwise.callbacks.LogDiagnostics`).
         name: Optional name of the optimizer.
 
@@ -177,6 +181,8 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
             ema, ema_bias_correction, self._key, ema_overwrite_frequency
         )
         self._updates = grouped_update_lib.GroupedUpdate(optimizers)
+        self._update_transforms = update_transforms_lib.UpdateTransforms(self._rules)
+        self._projections = projections_lib.Projections(self._rules)
         self._planning = planning_lib.Planning(
             self._rules, self._optimizer_of_rule, strict, self._updates, self._key
         )
@@ -265,6 +271,8 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
         processing.check_symbolically(
             plan, self._rules, self.gradient_hook, self._updates.optimizers
         )
+        self._update_transforms.check(plan)
+        self._projections.check(plan)
         # The base build would create Keras' own accumulators and averages
         # for every variable; the stages create theirs for non-frozen ones.
         steps, self.gradient_accumulation_steps, self.use_ema = (
@@ -360,7 +368,8 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
             )
 
     def _step(self, positions, grads, variables):
-        """One real step: process, update per group, observe, average, count."""
+        """One real step: process, update per group, transform the updates,
+        constrain and project the weights, observe, average, count."""
         step = internals.iterations_variable(self.inner_optimizer)
         if self._planning.decay_changed():
             self._use_plan(self._planning.make(internals.built_variables(self)))
@@ -372,10 +381,17 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
                 positions, grads, variables,
             )
             before = self._diagnostics.snapshot(variables)
-            self._updates.apply(plan, self._rules, positions, grads, variables)
+            pending = self._update_transforms.start(plan, positions)
+            self._updates.apply(
+                plan, self._rules, positions, grads, variables,
+                before_update=pending.capture if pending is not None else None,
+            )
+            if pending is not None:
+                pending.finish(grads, variables)
             for variable in variables:
                 if variable.constraint is not None:
                     variable.assign(variable.constraint(variable))
+            self._projections.run(plan, positions, variables)
             self._diagnostics.record(
                 plan, self._rules, self._optimizer_of_rule,
                 lambda index: internals.current_learning_rate(self._updates.optimizers[index]),

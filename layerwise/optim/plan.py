@@ -49,6 +49,10 @@ class VariablePlan:
             override, else its updater's: `exclude_from_weight_decay` and
             Muon's routing resolved), `None` for no decay, or
             `OWN_DECAY_RULE`.
+        update_rules: Indices of the matching rules with update
+            transforms, in rule order.
+        project_rules: Indices of the matching rules with projections,
+            in rule order.
     """
 
     variable: object
@@ -60,6 +64,8 @@ class VariablePlan:
     transform_rules: tuple
     updater: int
     decay: object = OWN_DECAY_RULE
+    update_rules: tuple = ()
+    project_rules: tuple = ()
 
     @property
     def path(self):
@@ -87,6 +93,9 @@ class Plan:
     trainable: tuple  # the non-frozen VariablePlans, in build order
     groups: tuple  # UpdateGroups partitioning `trainable`
     transform_steps: tuple  # (rule index, positions in `trainable`), in rule order
+    # As `transform_steps`, for rules' update transforms and projections.
+    update_steps: tuple = ()
+    project_steps: tuple = ()
 
     def trainable_variables(self):
         return [p.variable for p in self.trainable]
@@ -127,6 +136,7 @@ def make_plan(rules, variables, optimizer_of_rule, strict=True, updater_of=None,
     plans = []
     for variable in variables:
         names, scale_rules, transform_rules = [], [], []
+        update_rules, project_rules = [], []
         optimizer = DEFAULT
         weight_decay = None
         frozen = False
@@ -145,6 +155,10 @@ def make_plan(rules, variables, optimizer_of_rule, strict=True, updater_of=None,
                 frozen = rule.frozen
             if rule.gradient:
                 transform_rules.append(index)
+            if rule.update:
+                update_rules.append(index)
+            if rule.project:
+                project_rules.append(index)
         updater = updater_of(variable, optimizer) if updater_of else optimizer
         if weight_decay is not None:
             decay = weight_decay or None
@@ -163,6 +177,8 @@ def make_plan(rules, variables, optimizer_of_rule, strict=True, updater_of=None,
                 transform_rules=tuple(transform_rules),
                 updater=updater,
                 decay=decay,
+                update_rules=tuple(update_rules),
+                project_rules=tuple(project_rules),
             )
         )
     if strict:
@@ -173,15 +189,6 @@ def make_plan(rules, variables, optimizer_of_rule, strict=True, updater_of=None,
     for position, p in enumerate(trainable):
         key = (p.updater, p.scale_rules, p.weight_decay)
         groups.setdefault(key, []).append(position)
-    transform_steps = []
-    for index, rule in enumerate(rules):
-        if not rule.gradient:
-            continue
-        positions = tuple(
-            i for i, p in enumerate(trainable) if index in p.transform_rules
-        )
-        if positions:
-            transform_steps.append((index, positions))
     return Plan(
         variables=tuple(plans),
         trainable=trainable,
@@ -192,8 +199,20 @@ def make_plan(rules, variables, optimizer_of_rule, strict=True, updater_of=None,
             )
             for k, v in groups.items()
         ),
-        transform_steps=tuple(transform_steps),
+        transform_steps=_steps(trainable, "transform_rules"),
+        update_steps=_steps(trainable, "update_rules"),
+        project_steps=_steps(trainable, "project_rules"),
     )
+
+
+def _steps(trainable, field):
+    """`((rule index, positions in trainable), ...)` in rule order, for
+    the rules a `VariablePlan` lists in `field`."""
+    members = {}
+    for position, p in enumerate(trainable):
+        for index in getattr(p, field):
+            members.setdefault(index, []).append(position)
+    return tuple((index, tuple(members[index])) for index in sorted(members))
 
 
 def _decays(trainable, positions):

@@ -14,9 +14,11 @@ import numpy as np
 
 from layerwise import _validation
 from layerwise.optim import checks
+from layerwise.optim import projections as projections_lib
 from layerwise.optim import saving
 from layerwise.optim import selectors as selectors_lib
 from layerwise.optim import transforms as transforms_lib
+from layerwise.optim import update_transforms as update_lib
 
 _PACKAGE = "layerwise"
 
@@ -44,8 +46,8 @@ class Rule:
     """Selects variables and sets how they learn.
 
     Several rules may match one variable. They merge attribute by attribute
-    in rule order: `lr_scale`s multiply, `gradient` transforms chain in rule
-    order, and `optimizer`, `weight_decay` and `frozen` take the value of
+    in rule order: `lr_scale`s multiply, `gradient` and `update` transforms
+    and `project`ions chain in rule order, and `optimizer`, `weight_decay` and `frozen` take the value of
     the last matching rule that sets them. A variable no rule matches
     learns exactly as under the inner optimizer.
 
@@ -85,6 +87,16 @@ class Rule:
             gradients of the selected variables before the update.
         name: Name used by `summary()`, `set_lr_scale()` and in saved
             files. Defaults to `"rule_<index>"` inside an optimizer.
+        update: An update transform or list of them (see
+            `layerwise.optim.update_transforms`: `lw.trust_ratio()`,
+            `lw.cautious()`, ...) or callables `(update, gradient, weights)
+            -> update`, applied in order to the change the variables'
+            optimizer computed, before it lands (the decoupled weight decay
+            lands as usual, outside them).
+        project: A projection or list of them (`lw.max_norm(...)`,
+            `lw.unit_norm(...)`, any `keras.constraints.Constraint` or
+            callable `weights -> weights`), applied in order to the weights
+            after the update and after Keras' `variable.constraint`.
 
     Example:
 
@@ -105,6 +117,8 @@ class Rule:
         frozen=None,
         gradient=(),
         name=None,
+        update=(),
+        project=(),
         **kwargs,
     ):
         # `*args` and `**kwargs` only catch misuse, with a hint at the
@@ -128,6 +142,19 @@ class Rule:
         if not isinstance(gradient, (list, tuple)):
             gradient = [gradient]
         self.gradient = tuple(transforms_lib.as_transform(t) for t in gradient)
+        if not isinstance(update, (list, tuple)):
+            update = [update]
+        self.update = tuple(update_lib.as_update_transform(t) for t in update)
+        if not isinstance(project, (list, tuple)):
+            project = [project]
+        self.project = tuple(projections_lib.as_projection(p) for p in project)
+        if frozen and (self.update or self.project):
+            raise ValueError(
+                "A frozen rule gets no update, so its `update` transforms and "
+                "`project`ions would never run: give them to a rule that does "
+                f"not freeze. Received: frozen=True, update={list(self.update)!r}, "
+                f"project={[projections_lib.describe(p) for p in self.project]}"
+            )
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(
                 f"`name` must be a non-empty string. Received: name={name!r}"
@@ -217,6 +244,8 @@ class Rule:
                 keras.saving.serialize_keras_object(t) for t in self.gradient
             ],
             "name": self.name,
+            "update": [keras.saving.serialize_keras_object(t) for t in self.update],
+            "project": [keras.saving.serialize_keras_object(p) for p in self.project],
         }
 
     @classmethod
@@ -230,11 +259,15 @@ class Rule:
             keras.saving.deserialize_keras_object(t)
             for t in config.pop("gradient")
         ]
+        # Files saved before update transforms and projections have neither.
+        update = [keras.saving.deserialize_keras_object(t) for t in config.pop("update", [])]
+        project = [keras.saving.deserialize_keras_object(p) for p in config.pop("project", [])]
         optimizer = config.pop("optimizer", None)
         if optimizer is not None:
             optimizer = saving.deserialize_optimizer(optimizer)
         return cls(
-            match, optimizer=optimizer, lr_scale=lr_scale, gradient=gradient, **config
+            match, optimizer=optimizer, lr_scale=lr_scale, gradient=gradient,
+            update=update, project=project, **config,
         )
 
     def __repr__(self):
@@ -247,12 +280,17 @@ class Rule:
                 parts.append(f"{key}={value!r}")
         if self.gradient:
             parts.append(f"gradient={list(self.gradient)!r}")
+        if self.update:
+            parts.append(f"update={list(self.update)!r}")
+        if self.project:
+            described = ", ".join(projections_lib.describe(p) for p in self.project)
+            parts.append(f"project=[{described}]")
         if self.name:
             parts.append(f"name={self.name!r}")
         return "Rule(" + ", ".join(parts) + ")"
 
 
-_SETTINGS = ("optimizer", "lr_scale", "weight_decay", "frozen", "gradient", "name")
+_SETTINGS = ("optimizer", "lr_scale", "weight_decay", "frozen", "gradient", "update", "project", "name")
 
 
 def _check_misplaced(args, kwargs):

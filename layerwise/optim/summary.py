@@ -4,6 +4,7 @@ per variable, as it runs."""
 from keras import ops
 
 from layerwise._internals import optimizers as internals
+from layerwise.optim import projections as projections_lib
 from layerwise.optim import rules as rules_lib
 
 
@@ -33,8 +34,10 @@ def summary_rows(optimizer):
     `effective_lr`, `weight_decay` (the coefficient actually applied,
     `None` for none), `decay_set_by_rule` (whether a rule's `weight_decay`
     gives that coefficient, `0.0` turning decay off, rather than the
-    optimizer), `transforms`, `frozen` and `optimizer` (the name of the
-    optimizer holding its slots).
+    optimizer), `transforms` (gradient transforms), `update_transforms`,
+    `projections`, `frozen` and `optimizer` (the name of the optimizer
+    holding its slots). The Transforms column shows all three, update
+    transforms after `update:` and projections after `project:`.
     """
     plan = optimizer.plan
     updates = optimizer._updates
@@ -51,6 +54,10 @@ def summary_rows(optimizer):
         if decay is None:
             decay = internals.decay_coefficient(updater, p.variable)
         transforms = [repr(t) for i in p.transform_rules for t in rules[i].gradient]
+        update_transforms = [repr(t) for i in p.update_rules for t in rules[i].update]
+        projections = [
+            projections_lib.describe(t) for i in p.project_rules for t in rules[i].project
+        ]
         rows.append(
             {
                 "path": p.path,
@@ -62,11 +69,20 @@ def summary_rows(optimizer):
                 "weight_decay": None if p.frozen else (decay or None),
                 "decay_set_by_rule": not p.frozen and p.weight_decay is not None,
                 "transforms": [] if p.frozen else transforms,
+                "update_transforms": [] if p.frozen else update_transforms,
+                "projections": [] if p.frozen else projections,
                 "frozen": p.frozen,
                 "optimizer": updater.name,
             }
         )
     return rows
+
+
+def _transforms_cell(row):
+    cells = list(row["transforms"])
+    cells += [f"update:{t}" for t in row["update_transforms"]]
+    cells += [f"project:{t}" for t in row["projections"]]
+    return ", ".join(cells) or "-"
 
 
 def print_summary(optimizer, print_fn=None):
@@ -87,7 +103,7 @@ def print_summary(optimizer, print_fn=None):
             _format_number(r["lr_scale"]),
             _format_number(r["effective_lr"]),
             _format_decay(r),
-            ", ".join(r["transforms"]) or "-",
+            _transforms_cell(r),
             "yes" if r["frozen"] else "no",
         ) + ((r["optimizer"],) if show_optimizer else ())
         for r in rows

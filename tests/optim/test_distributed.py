@@ -25,7 +25,8 @@ def test_mirrored_strategy_matches_single_device():
     assert float(_printed(out, "max_abs_diff")) < 1e-6, out
     # Group optimizers (Muon, SGD with its own clipnorm), every slot equal.
     assert float(_printed(out, "max_abs_diff_groups")) < 1e-6, out
-    # Rule transforms, the inner global clip, EMA and diagnostics.
+    # Rule transforms (gradient, update, projections), the inner global
+    # clip, EMA and diagnostics.
     assert float(_printed(out, "max_abs_diff_transforms")) < 1e-6, out
     # The clip sees the all-reduced gradient: clip(-10.1) = -1, so w = 1.0
     # (clipping each replica's gradient would give 1.1).
@@ -71,8 +72,9 @@ def test_data_parallel_matches_single_device_on_jax():
     assert float(_printed(out, "clip_effect")) > 1e-3, out
     assert float(_printed(out, "optimizer_state_max_abs_diff")) < 1e-5, out
     assert float(_printed(out, "max_abs_diff")) < 1e-5, out
-    # With accumulation, EMA, non-finite skipping, diagnostics and a group
-    # optimizer (SGD with momentum on the head) too.
+    # With accumulation, EMA, non-finite skipping, diagnostics, a group
+    # optimizer (SGD with momentum on the head), update transforms and a
+    # projection too.
     assert _printed(out, "iterations_options") == "6 6", out
     assert float(_printed(out, "max_abs_diff_options")) < 1e-5, out
     assert float(_printed(out, "optimizer_state_max_abs_diff_options")) < 1e-5, out

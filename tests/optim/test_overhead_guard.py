@@ -232,3 +232,38 @@ def test_split_micro_step_compiles_to_the_work_of_plain_sgd():
     assert micro["copies"] <= sgd["copies"] + weights
     assert (conditional["conditionals"] + conditional["copies"]
             > micro["conditionals"] + micro["copies"])
+
+
+def _ops_with(extra_rule):
+    model = _model()
+    rules = [lw.Rule(f"block_{i}/.*", lr_scale=0.9 ** (12 - i)) for i in range(12)]
+    optimizer = lw.LayerwiseOptimizer(
+        keras.optimizers.AdamW(1e-3, weight_decay=0.01), rules + [extra_rule]
+    )
+    return _graph_ops(optimizer, model.trainable_variables), optimizer
+
+
+@only_on("tensorflow")
+def test_update_transforms_and_projections_cost_only_their_variables():
+    """A rule without update transforms or projections adds nothing to the
+    graph; one with them adds ops for its own variables only (block_0:
+    kernel and bias), and no state."""
+    model = _model()
+    rules = [lw.Rule(f"block_{i}/.*", lr_scale=0.9 ** (12 - i)) for i in range(12)]
+    without = _graph_ops(
+        lw.LayerwiseOptimizer(keras.optimizers.AdamW(1e-3, weight_decay=0.01), rules),
+        model.trainable_variables,
+    )
+    plain, plain_opt = _ops_with(lw.Rule("block_0/.*"))
+    assert plain == without
+    transformed, transformed_opt = _ops_with(
+        lw.Rule("block_0/.*", update=[lw.clip_update(1.0)], project=[lw.max_norm(2.0)])
+    )
+    # One landing of the transformed update and one projected write each.
+    assert transformed["AssignVariableOp"] == plain["AssignVariableOp"] + 2 * 2
+    for op in ("AssignSubVariableOp", "AssignAddVariableOp"):
+        assert transformed[op] == plain[op], op
+    # A copy, a subtraction, the clip and the projection per variable: a
+    # bounded number of ops for each of the two, none for the other 24.
+    assert sum(transformed.values()) - sum(plain.values()) <= 2 * 40
+    assert len(transformed_opt.variables) == len(plain_opt.variables)

@@ -49,7 +49,7 @@ def _value(v):
     return np.array(keras.ops.convert_to_numpy(v))
 
 
-def train(distribution, clip=True, group=False, **options):
+def train(distribution, clip=True, group=False, update=False, **options):
     keras.distribution.set_distribution(distribution)
     try:
         model = helpers.mlp(seed=0)
@@ -57,10 +57,13 @@ def train(distribution, clip=True, group=False, **options):
         opt = lw.LayerwiseOptimizer(
             keras.optimizers.AdamW(0.01, weight_decay=0.05),
             [
-                lw.Rule("l0/.*", lr_scale=0.1, name="body"),
+                lw.Rule("l0/.*", lr_scale=0.1, name="body",
+                        update=[lw.trust_ratio(), lw.cautious()] if update else []),
                 lw.Rule(
                     "l1/.*", lr_scale=0.5, weight_decay=0.0,
                     gradient=[lw.clip_by_global_norm(0.05)] if clip else [],
+                    update=[lw.relative_gradient_norm()] if update else [],
+                    project=[lw.max_norm(0.5)] if update else [],
                     name="mid",
                 ),
                 lw.Rule("l2/bias", frozen=True, name="frozen"),
@@ -114,9 +117,11 @@ print("optimizer_state_max_abs_diff", max(float(np.max(np.abs(a - b))) for a, b 
 print("clip_effect", max(float(np.max(np.abs(a - b))) for a, b in zip(single[1], unclipped[1])))
 print("max_abs_diff", max(float(np.max(np.abs(a - b))) for a, b in zip(single[1], parallel[1])))
 
-# Accumulation (2 micro-batches per step), EMA, non-finite skipping and
-# diagnostics: the conditional step and the extra state under DataParallel.
-OPTIONS = dict(accumulate_steps=2, ema=0.5, skip_nonfinite=True, log=("grad_norm",), group=True)
+# Accumulation (2 micro-batches per step), EMA, non-finite skipping,
+# diagnostics and update transforms and projections: the conditional step
+# and the extra state under DataParallel.
+OPTIONS = dict(accumulate_steps=2, ema=0.5, skip_nonfinite=True, log=("grad_norm",), group=True,
+               update=True)
 keras.backend.clear_session()
 single_options = train(None, **OPTIONS)
 keras.backend.clear_session()

@@ -80,16 +80,19 @@ print("max_abs_diff_groups", max(float(np.max(np.abs(a - b))) for a, b in zip(si
 
 
 def train_with_transforms(strategy, batch_size=16, callbacks=(), **options):
-    """Rule transforms, the inner global clip, non-finite skipping, EMA and
-    diagnostics: each must see the all-reduced gradient. Returns the
+    """Rule transforms (gradient and update transforms, projections), the
+    inner global clip, non-finite skipping, EMA and diagnostics: each must
+    see the all-reduced gradient. Returns the
     weights and averages, and the optimizer."""
     with strategy.scope():
         model = helpers.mlp()
         opt = lw.LayerwiseOptimizer(
             keras.optimizers.Adam(0.01, global_clipnorm=0.5),
             [
-                lw.Rule("l0/.*", lr_scale=0.1, gradient=lw.clip_by_global_norm(0.05)),
-                lw.Rule("l1/.*", gradient=lw.clip_by_norm(0.02)),
+                lw.Rule("l0/.*", lr_scale=0.1, gradient=lw.clip_by_global_norm(0.05),
+                        update=[lw.trust_ratio(), lw.cautious()]),
+                lw.Rule("l1/.*", gradient=lw.clip_by_norm(0.02),
+                        update=[lw.relative_gradient_norm()], project=[lw.max_norm(0.5)]),
             ],
             ema=0.5,
             log=("grad_norm",),

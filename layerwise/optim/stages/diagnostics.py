@@ -2,8 +2,10 @@
 
 For each rule, over its non-frozen variables: `"lr"` (the learning rate of
 the rule's optimizer times the rule's multiplier), `"grad_norm"` (L2 norm of
-the processed gradients, as the update sees them) and `"update_ratio"`
-(norm of the step's weight change over the norm of the weights before it).
+the processed gradients, as the update sees them), `"update_norm"` (L2
+norm of the step's weight change: after the rules' update transforms,
+constraints and projections) and `"update_ratio"` (that norm over the norm
+of the weights before the step).
 They are written into float32 optimizer variables, read with
 `LayerwiseOptimizer.diagnostics()` or in `fit`'s logs with
 `layerwise.callbacks.LogDiagnostics`.
@@ -15,7 +17,7 @@ from keras import ops
 from layerwise import _validation
 from layerwise.optim import plan as plan_lib
 
-STATS = ("lr", "grad_norm", "update_ratio")
+STATS = ("lr", "grad_norm", "update_ratio", "update_norm")
 
 
 def check_stats(value):
@@ -52,8 +54,9 @@ class Diagnostics:
         return bool(self.stats)
 
     def snapshot(self, variables):
-        """The weights before the update, if `update_ratio` needs them."""
-        if "update_ratio" not in self.stats:
+        """The weights before the update, if `update_ratio` or
+        `update_norm` needs them."""
+        if "update_ratio" not in self.stats and "update_norm" not in self.stats:
             return None
         return [ops.copy(v.value) for v in variables]
 
@@ -86,8 +89,11 @@ class Diagnostics:
                 values["lr"] = rate
             if "grad_norm" in self.stats:
                 values["grad_norm"] = _norm([grads[i] for i in idx])
-            if "update_ratio" in self.stats:
+            if "update_ratio" in self.stats or "update_norm" in self.stats:
                 change = _norm([ops.subtract(variables[i].value, before[i]) for i in idx])
+            if "update_norm" in self.stats:
+                values["update_norm"] = change
+            if "update_ratio" in self.stats:
                 weight = _norm([before[i] for i in idx])
                 values["update_ratio"] = ops.divide(
                     change, ops.maximum(weight, keras.backend.epsilon())

@@ -129,7 +129,7 @@ class GroupedUpdate:
         `weight_decay` during training), the plan must be made again."""
         return tuple(internals.decay_settings(o) for o in self.updaters)
 
-    def apply(self, plan, rules, positions, grads, variables):
+    def apply(self, plan, rules, positions, grads, variables, before_update=None):
         """Decays and updates each group at its rate; counts the steps of
         every optimizer called except the inner one (the caller counts
         that one last: it is the wrapper's step).
@@ -144,6 +144,10 @@ class GroupedUpdate:
             positions, grads, variables: Positions in `plan.trainable`,
                 processed gradients (on TensorFlow already summed over
                 replicas) and the variables.
+            before_update: Optional callable `(indices, variables,
+                learning_rate)` called per group after its decay, right
+                before its optimizer's update call (the update-transform
+                stage copies the weights there).
         """
         step = internals.iterations_variable(self.optimizers[0])
         # In the usual step every variable has a gradient, in build order:
@@ -194,6 +198,8 @@ class GroupedUpdate:
                 # pre-step value, so the last group leaves it advanced once.
                 for state, value in zip(self._step_states[group.updater], saved[group.updater]):
                     state.assign(value)
+            if before_update is not None:
+                before_update(idx, variables, learning_rate)
             internals.backend_update_step(
                 updater, [grads[i] for i in idx], group_vars, learning_rate
             )
