@@ -130,6 +130,12 @@ _SCALE_VARIABLE = (
     "without retracing), one more than the plain optimizer has"
 )
 
+_SAVED_SCALE_VARIABLE = (
+    "counts the weights saved in the `.keras` file: the catch-all rule's "
+    "constant `lr_scale` is a variable of the optimizer (`lr_scale_all`), "
+    "saved with it, one more than the plain optimizer saves"
+)
+
 KNOWN = {
     "muon_test.MuonTest.test_adamw_single_step": _UPDATE_STEP,
     "muon_test.MuonTest.test_muon_single_step": _UPDATE_STEP,
@@ -190,6 +196,10 @@ KNOWN = {
     "sgd_test.SGDTest.test_single_step": Only(_SCALE_VARIABLE, variants=("catch_all",)),
     "optimizer_test.OptimizerTest.test_setting_lr_to_callable_untracks_lr_var": Only(
         _SCALE_VARIABLE, variants=("catch_all",)
+    ),
+    # Keras' training, callback and saving tests (`training.SELECTED`).
+    "file_editor_test.SavingTest.test_scalar_weight": Only(
+        _SAVED_SCALE_VARIABLE, variants=("catch_all",)
     ),
 }
 
@@ -317,20 +327,29 @@ def render():
     return "\n".join(lines)
 
 
-def documented_part(text):
+def documented_part(text, begin=BEGIN, end=END):
     """The generated part of a docs text, or `None` if absent."""
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < 0:
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < 0:
         return None
-    return text[start : end + len(END)]
+    return text[start : stop + len(end)]
 
 
 def write_docs():
+    # Imported here: `training` imports Keras' trainer, which only the
+    # rendering needs.
+    from tests.optim.peer import training
+
     text = DOCS.read_text()
-    old = documented_part(text)
-    if old is None:
-        raise SystemExit(f"{DOCS} has no generated section ({BEGIN!r}).")
-    DOCS.write_text(text.replace(old, render()))
+    for begin, end, rendered in (
+        (BEGIN, END, render()),
+        (training.BEGIN, training.END, training.render()),
+    ):
+        old = documented_part(text, begin, end)
+        if old is None:
+            raise SystemExit(f"{DOCS} has no generated section ({begin!r}).")
+        text = text.replace(old, rendered)
+    DOCS.write_text(text)
 
 
 if __name__ == "__main__":
