@@ -41,7 +41,7 @@ def test_strict_rule_matching_nothing_still_fails_on_variables():
     opt = lw.LayerwiseOptimizer(keras.optimizers.Adam(), [lw.Rule("nowhere/.*", name="n")])
     with pytest.raises(ValueError, match=r"Rules \['n'\] match no variable"):
         opt.build([keras.Variable(np.zeros(2, "float32"), name="w")])
-    opt.build([])  # nothing to match
+    opt.build([])  # nothing to match: builds, as the plain optimizer
     assert opt.built
 
 
