@@ -106,10 +106,6 @@ _ACCUMULATION_STATE = (
     "reads the private `_accumulated_gradients` and `_iterations`; the "
     "wrapper keeps its own accumulators and micro-step counter"
 )
-_EMA_AVERAGES = (
-    "reads the private `_model_variables_moving_average`; the wrapper keeps "
-    "its own averages (`ema_pairs()`, `layerwise.ema_weights`)"
-)
 _SPARSE_SPIES = (
     "patches `assign`/`assign_add`/`assign_sub` and the private "
     "`_apply_weight_decay` on the object it built to spy on the update; the "
@@ -163,13 +159,6 @@ KNOWN = {
     ),
     "nadam_test.NadamTest.test_build_with_empty_var_list": (
         "reads Nadam's private `_u_product` on the optimizer it built"
-    ),
-    "adam_test.AdamTest.test_ema": _EMA_AVERAGES,
-    "adam_test.AdamTest.test_ema_overwrite_frequency": _EMA_AVERAGES,
-    "optimizer_test.OptimizerTest.test_ema": _EMA_AVERAGES,
-    "optimizer_test.OptimizerTest.test_ema_with_model_fit": _EMA_AVERAGES,
-    "multi_optimizer_test.MultiOptimizerTest.test_swap_ema_weights_with_multi_optimizer": (
-        _EMA_AVERAGES
     ),
     "optimizer_test.OptimizerTest.test_gradient_accumulation": _ACCUMULATION_STATE,
     "optimizer_test.OptimizerTest.test_overwrite_with_gradient_with_gradient_accumulation": (
@@ -241,10 +230,6 @@ MASKED = {
     "optimizer_test.OptimizerTest.test_overwrite_with_gradient_with_gradient_accumulation": (
         "counterparts.test_overwrite_with_gradient_under_accumulation"
     ),
-    "adam_test.AdamTest.test_ema_overwrite_frequency": (
-        "counterparts.test_ema_overwrite_frequency"
-    ),
-    "optimizer_test.OptimizerTest.test_ema": "counterparts.test_ema_overwrite_frequency",
 }
 
 
