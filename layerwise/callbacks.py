@@ -231,10 +231,10 @@ class EvaluateWithEMA(keras.callbacks.Callback):
     Each time an evaluation starts (the validation at the end of each epoch
     of `fit`, or `evaluate(..., callbacks=[...])`) the averages are swapped
     in; when it ends the raw weights come back bit for bit, and training
-    continues on them. `keras.callbacks.SwapEMAWeights` does the same for a
-    plain Keras optimizer, but it takes any optimizer with an
-    `inner_optimizer` attribute for a `LossScaleOptimizer` and so cannot find
-    a `LayerwiseOptimizer`'s averages.
+    continues on them. `keras.callbacks.SwapEMAWeights` works with the
+    wrapper too, but only where one optimizer holds every averaged variable
+    (no rule with its own `optimizer=`); this callback swaps every average,
+    and logs which weights each validation used.
 
     The averages exist from the first real optimizer step on. An evaluation
     before it (e.g. the first epoch's validation when an epoch has fewer

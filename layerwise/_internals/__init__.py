@@ -12,9 +12,11 @@ public API for lives here, split by what it touches:
   (parents, inputs, outputs; which calls are products), for `detect_blocks`.
 - `trainers`: the trainer's stateless scope and step signature, for
   `observe` / `capture`.
+- `callbacks`: what Keras' `SwapEMAWeights` reads of an optimizer, for
+  handing it the wrapper's averages.
 
-`trainers` and `models` import from `keras.src`; `optimizers` and `layers`
-use private attributes of public classes.
+`trainers` and `models` import from `keras.src`; `optimizers`, `layers`
+and `callbacks` use private attributes of public classes.
 
 Each module has a test (`tests/internals/test_*.py`) that fails loudly if
 Keras moves what it relies on; a Keras upgrade is adapted here and only here.

@@ -216,6 +216,7 @@ def variables_for(optimizer, grads):
     built = internals.built_variables(optimizer)
     if len(grads) == len(built):
         return built
+    _check_built_on_some_variable(optimizer, len(grads))
     trainable = [v for v in built if v.trainable]
     if len(grads) == len(trainable):
         return trainable
@@ -223,6 +224,21 @@ def variables_for(optimizer, grads):
         "`grads` must have one entry per variable the optimizer was "
         f"built with ({len(built)}), or per one still trainable "
         f"({len(trainable)}). Received {len(grads)} gradients."
+    )
+
+
+def _check_built_on_some_variable(optimizer, received):
+    # Building on no variable is allowed (Keras does, for a model without
+    # trainable weights); updating some afterwards is the usual slip of
+    # `build(model.trainable_variables)` before the model was built.
+    if internals.built_variables(optimizer):
+        return
+    raise ValueError(
+        "The optimizer was built on no variable, so it cannot update the "
+        f"{received} it received. `optimizer.build(model.trainable_variables)` "
+        "before the model is built passes an empty list (as does Keras' "
+        "legacy `.h5` loader for a Functional model): build the optimizer "
+        "after the model, or use a new optimizer."
     )
 
 
@@ -240,6 +256,8 @@ def resolve_variables(optimizer, grads, trainable_variables):
     variables = list(trainable_variables)
     if not optimizer.built:
         optimizer.build(variables)
+    if variables:
+        _check_built_on_some_variable(optimizer, len(variables))
     try:
         internals.check_variables_are_known(optimizer, variables)
     except ValueError:

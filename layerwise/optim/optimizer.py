@@ -21,6 +21,7 @@ from layerwise.optim import planning as planning_lib
 from layerwise.optim import processing
 from layerwise.optim import saving
 from layerwise.optim import summary as summary_lib
+from layerwise.optim import swap_ema_view
 from layerwise.optim.stages import accumulation as accumulation_lib
 from layerwise.optim.stages import diagnostics as diagnostics_lib
 from layerwise.optim.stages import ema as ema_lib
@@ -63,7 +64,8 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
             sees every non-frozen gradient at once, like overriding Keras 2's
             `get_gradients`.
         strict: If `True` (default), building fails when a rule matches no
-            variable.
+            variable. Building on no variable at all (a model with no
+            trainable weights) is not checked: no rule could match.
         accumulate_steps: Optional int `k`: gradients of `k` consecutive
             micro-batches are averaged and applied as one step, exactly as
             one `k` times larger batch with a mean-reduced loss. One
@@ -292,6 +294,8 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
             # The fresh optimizers now hold some variables' slots.
             plan = self._planning.make(variables)
         self._use_plan(plan)
+        if self._ema.enabled:
+            swap_ema_view.expose(self)
         self.built = True
 
     def _add_fresh(self, source, variables, paths=None, at_runtime=False):

@@ -118,7 +118,8 @@ def make_plan(rules, variables, optimizer_of_rule, strict=True, updater_of=None,
         variables: The variables the optimizer is built on.
         optimizer_of_rule: Per rule, the index of its optimizer, or `None`
             for a rule that does not set one.
-        strict: If `True`, a rule that matches no variable is an error.
+        strict: If `True`, a rule that matches no variable is an error,
+            unless there are no variables at all.
         updater_of: Optional callable `(variable, optimizer) -> int`, the
             index of the optimizer holding the variable's slots (default:
             its optimizer).
@@ -181,7 +182,10 @@ def make_plan(rules, variables, optimizer_of_rule, strict=True, updater_of=None,
                 project_rules=tuple(project_rules),
             )
         )
-    if strict:
+    # Built on no variable (a model without trainable weights, Keras' h5
+    # loader on a Functional model's own list), no rule can match: nothing
+    # to check, as the plain optimizer builds too.
+    if strict and variables:
         _check_every_rule_matches(rules, matched, variables)
 
     trainable = tuple(p for p in plans if not p.frozen)

@@ -173,14 +173,23 @@ def test_layer_that_is_never_built_fails_at_build_and_changes_nothing():
     _assert_same_state(before, _state(model, opt))
 
 
-def test_building_on_an_unbuilt_model_fails_while_rules_match_nothing():
+def test_building_on_an_unbuilt_model_fails_at_the_first_update():
     """`opt.build(model.trainable_variables)` before the model is built
-    passes an empty list: the error shows that no variable was given."""
+    passes an empty list, which builds (as Keras builds an optimizer for a
+    model without trainable weights); the first update of a variable then
+    says what happened, before any state changes."""
     model = keras.Sequential([keras.layers.Dense(3, name="d")])
     opt = lw.LayerwiseOptimizer(keras.optimizers.SGD(), [lw.Rule(".*d/.*", lr_scale=0.5)])
-    with pytest.raises(ValueError, match=r"match no variable.*Variable paths: \[\]"):
-        opt.build(model.trainable_variables)
-    assert not opt.built and not opt.inner_optimizer.built
+    opt.build(model.trainable_variables)
+    model.build((None, 2))
+    kernel = _value(model.layers[0].kernel)
+    grads = [keras.ops.ones(v.shape) for v in model.trainable_variables]
+    with pytest.raises(ValueError, match="built on no variable.*build the optimizer after the model"):
+        opt.apply(grads, model.trainable_variables)
+    with pytest.raises(ValueError, match="built on no variable"):
+        opt.apply(grads)
+    np.testing.assert_array_equal(_value(model.layers[0].kernel), kernel)
+    assert int(opt.iterations) == 0
 
 
 # ----------------------------------------------------------------------

@@ -232,14 +232,7 @@ class GroupedUpdate:
         wrapped = self.optimizers[0]
         for optimizer in self.optimizers:
             if not _settable(optimizer):
-                raise TypeError(
-                    f"The learning rate of {optimizer.name!r} is a schedule "
-                    "or a callable, so setting the base learning rate (as "
-                    "`LearningRateScheduler` and `ReduceLROnPlateau` do) cannot "
-                    "move it by the same factor. Use a float learning rate "
-                    "in every optimizer of the wrapper, or a schedule in "
-                    "every one and no such callback."
-                )
+                raise TypeError(_not_settable_message(optimizer))
         ratios = self.learning_rate_ratios()
         wrapped.learning_rate = value
         for optimizer, ratio in zip(self.optimizers[1:], ratios[1:]):
@@ -258,6 +251,26 @@ class GroupedUpdate:
     def restore_ratios(self, ratios):
         """Ratios saved in a config (used while the base rate is 0)."""
         self._ratios = list(ratios) if ratios is not None else None
+
+
+def _not_settable_message(optimizer):
+    holder = internals.learning_rate_holder(optimizer)
+    if isinstance(holder, keras.optimizers.schedules.LearningRateSchedule):
+        # Keras' own sentence first: code (and Keras' tests) match on it.
+        what = (
+            "This optimizer was created with a `LearningRateSchedule` object "
+            "as its `learning_rate` constructor argument, hence its learning "
+            f"rate is not settable (in optimizer {optimizer.name!r} of the "
+            "`LayerwiseOptimizer`)."
+        )
+    else:
+        what = f"The learning rate of {optimizer.name!r} is a callable, not settable."
+    return (
+        f"{what} Setting the base learning rate (as `LearningRateScheduler` "
+        "and `ReduceLROnPlateau` do) cannot move it by the same factor as "
+        "the other groups. Use a float learning rate in every optimizer of "
+        "the wrapper, or a schedule in every one and no such callback."
+    )
 
 
 def _settable(optimizer):

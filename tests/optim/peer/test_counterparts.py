@@ -83,7 +83,8 @@ def test_overwrite_with_gradient_under_accumulation(variant):
 @_variants("test_ema_overwrite_frequency")
 def test_ema_overwrite_frequency(variant):
     """`adam_test.AdamTest.test_ema_overwrite_frequency` and
-    `optimizer_test.OptimizerTest.test_ema`."""
+    `optimizer_test.OptimizerTest.test_ema` (which also pass on the wrapper
+    themselves, since it hands Keras its averages)."""
 
     def make():
         return keras.optimizers.SGD(

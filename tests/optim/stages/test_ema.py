@@ -138,11 +138,3 @@ def test_ema_overwrite_frequency_taken_over_equals_keras(jit_compile):
     plain, _ = _fit(make(), jit_compile)
     assert wrapped.optimizer.ema_overwrite_frequency == 3
     helpers.assert_weights_close(helpers.weights(wrapped), helpers.weights(plain), rtol=1e-6, atol=1e-7)
-
-
-def test_keras_swap_ema_weights_cannot_find_our_averages():
-    """Documented limitation: Keras' callback probes `inner_optimizer` and
-    takes the LayerwiseOptimizer for a LossScaleOptimizer."""
-    with pytest.raises(ValueError, match="SwapEMAWeights must be used"):
-        _fit(lw.LayerwiseOptimizer(keras.optimizers.Adam(0.01), ema=0.7), False, epochs=1,
-             validation_data=helpers.data(n=16), callbacks=[keras.callbacks.SwapEMAWeights()])
