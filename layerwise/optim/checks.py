@@ -23,9 +23,10 @@ _STEP_LEVEL_ARGS = (
 
 def check_unowned_optimizer(optimizer, arg_name):
     """Fails unless `optimizer` is a plain, unbuilt, unowned Keras optimizer."""
-    from layerwise.optim.optimizer import LayerwiseOptimizer
-
-    if isinstance(optimizer, LayerwiseOptimizer):
+    # Looked up in Keras' registry rather than imported: the optimizer's
+    # module imports this one (no import circle).
+    wrapper = keras.saving.get_registered_object("layerwise>LayerwiseOptimizer")
+    if wrapper is not None and isinstance(optimizer, wrapper):
         raise ValueError(
             f"`{arg_name}` must not be a LayerwiseOptimizer: pass its inner "
             "optimizer and the rules of both in one list instead. Received: "

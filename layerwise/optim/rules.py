@@ -15,7 +15,7 @@ import numpy as np
 from layerwise import _validation
 from layerwise.optim import checks
 from layerwise.optim import projections as projections_lib
-from layerwise.optim import saving
+from layerwise.optim import optimizer_config
 from layerwise.optim import selectors as selectors_lib
 from layerwise.optim import transforms as transforms_lib
 from layerwise.optim import update_transforms as update_lib
@@ -264,7 +264,7 @@ class Rule:
         project = [keras.saving.deserialize_keras_object(p) for p in config.pop("project", [])]
         optimizer = config.pop("optimizer", None)
         if optimizer is not None:
-            optimizer = saving.deserialize_optimizer(optimizer)
+            optimizer = optimizer_config.deserialize_optimizer(optimizer)
         return cls(
             match, optimizer=optimizer, lr_scale=lr_scale, gradient=gradient,
             update=update, project=project, **config,

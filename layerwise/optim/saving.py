@@ -17,6 +17,7 @@ import keras
 
 from layerwise._internals import optimizers as internals
 from layerwise.optim import plan as plan_lib
+from layerwise.optim.optimizer_config import deserialize_optimizer
 
 FORMAT = 2
 
@@ -240,18 +241,3 @@ def load_format_1(optimizer, store):
         return
     for index, variable in enumerate(variables):
         variable.assign(store[str(index)])
-
-
-def deserialize_optimizer(config, custom_objects=None):
-    """A Keras optimizer from its config, on any backend.
-
-    Keras' torch optimizers are backend subclasses and save their own
-    module (`keras.src.backend.torch.optimizers.torch_adamw`), which other
-    backends cannot import; their public class is `keras.optimizers.<name>`.
-    (`keras.optimizers.deserialize` would handle that, but returns the
-    class name instead of an optimizer for some classes, e.g. `Lamb`.)
-    """
-    config = dict(config)
-    if str(config.get("module", "")).startswith("keras.src.backend."):
-        config["module"] = "keras.optimizers"
-    return keras.saving.deserialize_keras_object(config, custom_objects=custom_objects)
