@@ -1,79 +1,23 @@
-"""`LayerwiseOptimizer`'s arguments: checked before any state exists.
+"""What `LayerwiseOptimizer` is given: its rules, the variables and
+gradients of `apply`, the values of `set_weights`; checked before any
+state changes.
 
-Every check runs before the constructor changes anything (the inner
+The constructor's options are checked in `options.py`; the rules and
+their optimizers here, before the constructor changes anything (the inner
 optimizer included), so a bad argument leaves nothing half-built. Messages
 follow Keras' form: "`arg` must be X. Received: arg=value".
 """
 
 import collections
 
-from layerwise import _validation
 from layerwise._internals import optimizers as internals
 from layerwise.optim import checks
 from layerwise.optim import plan as plan_lib
 from layerwise.optim import rules as rules_lib
-from layerwise.optim.stages import accumulation as accumulation_lib
-from layerwise.optim.stages import diagnostics as diagnostics_lib
-from layerwise.optim.stages import ema as ema_lib
 
-# Keyword arguments of `keras.optimizers.Optimizer` that belong on the
-# inner optimizer: accepting them here would create a second, conflicting
-# copy.
-_WRAPPED_ONLY_ARGS = (
-    "learning_rate",
-    "weight_decay",
-    "clipnorm",
-    "clipvalue",
-    "global_clipnorm",
-    "use_ema",
-    "ema_momentum",
-    "ema_overwrite_frequency",
-    "loss_scale_factor",
-    "gradient_accumulation_steps",
-)
-
-
-def check(optimizer, rules, gradient_hook, strict, accumulate_steps, ema,
-          ema_bias_correction, ema_overwrite_at_end, ema_overwrite_frequency,
-          skip_nonfinite, skip_frozen_gradients, log, kwargs):
-    """Checks every constructor argument; returns the normalized ones."""
-    for arg in _WRAPPED_ONLY_ARGS:
-        if arg in kwargs:
-            raise ValueError(
-                f"LayerwiseOptimizer does not take `{arg}`: set it on the "
-                f"inner optimizer. Received: {arg}={kwargs[arg]!r}"
-            )
-    if kwargs:
-        raise ValueError(f"Argument(s) not recognized: {kwargs}")
-    checks.check_unowned_optimizer(optimizer, "optimizer")
-    if gradient_hook is not None:
-        if not callable(gradient_hook):
-            raise TypeError(
-                "`gradient_hook` must be a callable `(grads, variables) "
-                f"-> grads`. Received: gradient_hook={gradient_hook!r}"
-            )
-        _validation.check_arity(gradient_hook, 2, "gradient_hook")
-    if not isinstance(strict, bool):
-        raise TypeError(f"`strict` must be a bool. Received: strict={strict!r}")
-    for arg, value in (
-        ("ema_bias_correction", ema_bias_correction),
-        ("ema_overwrite_at_end", ema_overwrite_at_end),
-        ("skip_nonfinite", skip_nonfinite),
-        ("skip_frozen_gradients", skip_frozen_gradients),
-    ):
-        if not isinstance(value, bool):
-            raise TypeError(f"`{arg}` must be a bool. Received: {arg}={value!r}")
-    steps = accumulation_lib.check_steps(accumulate_steps)
-    if optimizer.gradient_accumulation_steps:
-        accumulation_lib.check_steps(optimizer.gradient_accumulation_steps)
-    checked = {
-        "accumulate_steps": None if steps == 1 else steps,
-        "ema": ema_lib.check_momentum(ema),
-        "ema_overwrite_frequency": ema_lib.check_overwrite_frequency(
-            ema_overwrite_frequency, ema is not None or optimizer.use_ema
-        ),
-        "log": diagnostics_lib.check_stats(log),
-    }
+def check_rule_optimizers(optimizer, rules):
+    """Checks `rules` and the optimizers they give, against the inner
+    `optimizer`."""
     rules, names = check_rules(rules)
     for index, (name, rule) in enumerate(zip(names, rules)):
         if rule.optimizer is None:
@@ -88,50 +32,6 @@ def check(optimizer, rules, gradient_hook, strict, accumulate_steps, ema,
         # Again here: the rule may have been created before its optimizer
         # was built or taken by another LayerwiseOptimizer.
         checks.check_unowned_optimizer(rule.optimizer, f"rules[{index}].optimizer")
-    return checked
-
-
-def take_over(optimizer, accumulate_steps, ema, ema_overwrite_at_end, ema_overwrite_frequency):
-    """The inner optimizer's `gradient_accumulation_steps` and `use_ema`
-    (with its `ema_overwrite_frequency`) become the wrapper's
-    `accumulate_steps` and `ema` (with Keras' overwrite at the end of
-    `fit`); the inner one then keeps neither, so it creates no second set
-    of accumulators or averages.
-
-    Returns:
-        `(accumulate_steps, ema, ema_overwrite_at_end,
-        ema_overwrite_frequency)`.
-    """
-    inner_steps = optimizer.gradient_accumulation_steps
-    if inner_steps and accumulate_steps not in (None, inner_steps):
-        raise ValueError(
-            "`accumulate_steps` and the inner optimizer's "
-            "`gradient_accumulation_steps` disagree. Received: "
-            f"accumulate_steps={accumulate_steps}, "
-            f"gradient_accumulation_steps={inner_steps}"
-        )
-    if optimizer.use_ema and ema not in (None, optimizer.ema_momentum):
-        raise ValueError(
-            "`ema` and the inner optimizer's `ema_momentum` disagree. "
-            f"Received: ema={ema}, ema_momentum={optimizer.ema_momentum}"
-        )
-    inner_frequency = optimizer.ema_overwrite_frequency if optimizer.use_ema else None
-    if inner_frequency and ema_overwrite_frequency not in (None, inner_frequency):
-        raise ValueError(
-            "`ema_overwrite_frequency` and the inner optimizer's disagree. "
-            f"Received: {ema_overwrite_frequency} and {inner_frequency}"
-        )
-    # Checked both before changing either: a failed call changes nothing.
-    if inner_steps:
-        accumulate_steps = inner_steps
-        optimizer.gradient_accumulation_steps = None
-    if optimizer.use_ema:
-        ema = optimizer.ema_momentum
-        ema_overwrite_at_end = True
-        ema_overwrite_frequency = inner_frequency or ema_overwrite_frequency
-        optimizer.use_ema = False
-        optimizer.ema_overwrite_frequency = None
-    return accumulate_steps or 1, ema, ema_overwrite_at_end, ema_overwrite_frequency
 
 
 def bind_rules(rules, add_scale_variable):
@@ -188,25 +88,6 @@ def distinct_optimizers(wrapped, rules):
             optimizers.append(rule.optimizer)
         optimizer_of_rule.append(index_of[key])
     return optimizers, optimizer_of_rule
-
-
-def check_distribution(optimizer, reduced):
-    """Refuses what cannot run across `tf.distribute` replicas."""
-    if not reduced:
-        return
-    if optimizer.skip_nonfinite or optimizer.accumulation.conditional():
-        raise ValueError(
-            "`skip_nonfinite` and `accumulate_steps` are not supported "
-            "under a tf.distribute strategy with several replicas: "
-            "TensorFlow cannot synchronize replicas inside the "
-            "conditional they need. Use them on one device, with "
-            "the JAX backend's `keras.distribution`, or, for "
-            "`accumulate_steps`, with the callback "
-            "`layerwise.callbacks.SplitAccumulation()` (no "
-            "conditional). Received: "
-            f"skip_nonfinite={optimizer.skip_nonfinite}, "
-            f"accumulate_steps={optimizer.accumulate_steps}"
-        )
 
 
 def variables_for(optimizer, grads):

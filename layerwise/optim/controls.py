@@ -10,7 +10,6 @@ optimizer it is; it reads the facade's stages and never runs in a step.
 
 from layerwise import _validation
 from layerwise._internals import optimizers as internals
-from layerwise.optim import processing
 from layerwise.optim import summary as summary_lib
 
 
@@ -42,13 +41,13 @@ class Controls:
         treat an optimizer with an `optimizers` attribute as a
         `MultiOptimizer`.
         """
-        return tuple(self._updates.updaters)
+        return tuple(self._updaters.updaters)
 
     def optimizer_of(self, variable):
         """The Keras optimizer that holds `variable`'s slots and updates it."""
         for p in self.plan.variables:
             if p.variable is variable:
-                return self._updates.updaters[p.updater]
+                return self._updaters.updaters[p.updater]
         raise ValueError(
             "`variable` must be one this optimizer was built with. Received: "
             f"variable={getattr(variable, 'path', variable)!r}"
@@ -115,19 +114,17 @@ class Controls:
         previous, rule.frozen = rule.frozen, frozen
         if not self.built:
             return
-        self._planning.record_built_on(self._updates.optimizers)
+        self._planning.record_built_on(self._updaters.optimizers)
         try:
             plan = self._planning.make(internals.built_variables(self))
-            processing.check_symbolically(
-                plan, self._rules, self.gradient_hook, self._updates.optimizers
-            )
-            unfrozen = {id(v) for v in self._freezing.newly_trainable(plan)}
+            self._pipeline.check(plan)
+            unfrozen = {id(v) for v in self._pipeline["freezing"].newly_trainable(plan)}
             sources = {}
             for p in plan.trainable:
                 if id(p.variable) in unfrozen:
                     sources.setdefault(p.optimizer, []).append(p.variable)
             for source, members in sorted(sources.items()):
-                self._add_fresh(source, members, at_runtime=True)
+                self._add_fresh(source, members)
             if sources:
                 plan = self._planning.make(internals.built_variables(self))
             if self._release_retired(plan):
@@ -147,24 +144,24 @@ class Controls:
         Returns:
             Whether any was dropped.
         """
-        if self._accumulation.enabled or self._ema.enabled:
+        if self._pipeline.keeps_per_variable_state:
             return False
         trainable = {id(p.variable) for p in plan.trainable}
-        first = len(self._updates.optimizers)
+        first = len(self._updaters.optimizers)
         retired = [
             index
-            for index in range(first, len(self._updates.updaters))
-            if not any(id(v) in trainable for v in internals.built_variables(self._updates.updaters[index]))
+            for index in range(first, len(self._updaters.updaters))
+            if not any(id(v) in trainable for v in internals.built_variables(self._updaters.updaters[index]))
         ]
         if not retired:
             return False
-        for index in range(first, len(self._updates.updaters)):
+        for index in range(first, len(self._updaters.updaters)):
             internals.untrack_for_checkpoints(self, f"unfrozen_optimizer_{index}")
-        renumbered = self._updates.release(retired)
+        renumbered = self._updaters.release(retired)
         self._planning.renumber(renumbered)
-        for index in range(first, len(self._updates.updaters)):
+        for index in range(first, len(self._updaters.updaters)):
             internals.track_for_checkpoints(
-                self, self._updates.updaters[index], f"unfrozen_optimizer_{index}"
+                self, self._updaters.updaters[index], f"unfrozen_optimizer_{index}"
             )
         return True
 
@@ -186,9 +183,7 @@ class Controls:
                 "`Rule(match, weight_decay=0.0)` to change decay later, on a "
                 "new optimizer."
             )
-        for optimizer in self._updates.optimizers:
-            optimizer.exclude_from_weight_decay(var_list=var_list, var_names=var_names)
-        self._pending_exclusions = None
+        self._updaters.exclude_from_weight_decay(var_list=var_list, var_names=var_names)
 
     def summary(self, print_fn=None):
         """Prints, per variable: rules, update rule, lr scale, effective lr,
@@ -203,15 +198,14 @@ class Controls:
     @property
     def accumulation(self):
         """The accumulation stage: `micro_steps_taken()`, `traced_as(phase)`."""
-        return self._accumulation
+        return self._pipeline["accumulation"]
 
     def ema_pairs(self):
         """`(variable, average)` for every variable that has an EMA."""
-        return [
-            (v, self._ema.average(v))
-            for v in internals.built_variables(self)
-            if self._ema.enabled and self._ema.has_average(v)
-        ]
+        ema = self._pipeline["moving_average"]
+        if not ema.enabled:
+            return []
+        return [(v, ema.average(v)) for v in internals.built_variables(self) if ema.has_average(v)]
 
     def diagnostics(self):
         """The last step's per-rule statistics (see `log`), as floats.
@@ -219,20 +213,22 @@ class Controls:
         Returns:
             A dict `{"<stat>/<rule>": value}`, empty when `log` is empty.
         """
-        return self._diagnostics.values()
+        return self._pipeline["diagnostics"].values()
 
     @property
     def log_variables(self):
         """The variables holding the diagnostics, by log name (with
         `skipped_steps` when `skip_nonfinite` is on)."""
-        variables = dict(self._diagnostics.variables)
-        if self._guard.enabled:
-            variables["skipped_steps"] = self._guard.skipped_steps
+        variables = dict(self._pipeline["diagnostics"].log_variables)
+        guard = self._pipeline["finite_guard"]
+        if guard.enabled:
+            variables["skipped_steps"] = guard.skipped_steps
         return variables
 
     @property
     def skipped_steps(self):
         """How many steps `skip_nonfinite` skipped (an int variable)."""
-        if not self._guard.enabled:
+        guard = self._pipeline["finite_guard"]
+        if not guard.enabled:
             raise ValueError("`skipped_steps` exists only with `skip_nonfinite=True`.")
-        return self._guard.skipped_steps
+        return guard.skipped_steps

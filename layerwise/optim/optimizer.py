@@ -1,11 +1,15 @@
-"""`LayerwiseOptimizer`: the Keras facade over the stages of a step.
+"""`LayerwiseOptimizer`: the Keras facade over the pipeline of a step.
 
-The gradient's whole path is `apply` -> `_step` below. The stages it goes
-through each live in their own module (`layerwise/optim/stages/`): freezing,
-the non-finite guard, accumulation, gradient processing, the grouped update
-(where the learning-rate multiplier meets each optimizer's own update rule
-and weight decay), the rules' update transforms, Keras' constraints and
-the rules' projections, diagnostics and the moving average.
+`apply` below hands the gradients to the pipeline
+(`layerwise/optim/pipeline.py`), whose stages each live in their own
+module (`layerwise/optim/stages/`) and share one protocol
+(`layerwise/optim/stage.py`): freezing, the sum over replicas, the
+non-finite guard, accumulation, gradient processing, the learning rates
+(where the multipliers meet each optimizer's rate), weight decay, the
+rules' update transforms around the grouped update, Keras' constraints,
+the rules' projections, diagnostics, the moving average and the step
+count. The facade builds the pipeline, creates its state through it and
+answers Keras' optimizer API.
 """
 
 import weakref
@@ -15,23 +19,20 @@ import keras
 from layerwise import _validation
 from layerwise._internals import optimizers as internals
 from layerwise.optim import arguments
+from layerwise.optim import checks
 from layerwise.optim import controls
+from layerwise.optim import options as options_lib
+from layerwise.optim import pipeline as pipeline_lib
 from layerwise.optim import plan as plan_lib
 from layerwise.optim import planning as planning_lib
-from layerwise.optim import processing
 from layerwise.optim import saving
+from layerwise.optim import stage as stage_lib
 from layerwise.optim import summary as summary_lib
 from layerwise.optim import swap_ema_view
-from layerwise.optim.stages import accumulation as accumulation_lib
-from layerwise.optim.stages import diagnostics as diagnostics_lib
-from layerwise.optim.stages import ema as ema_lib
-from layerwise.optim.stages import finite_guard as finite_guard_lib
-from layerwise.optim.stages import freezing as freezing_lib
-from layerwise.optim.stages import grouped_update as grouped_update_lib
-from layerwise.optim.stages import projections as projections_lib
-from layerwise.optim.stages import update_transforms as update_transforms_lib
+from layerwise.optim import updaters as updaters_lib
 
 
+@options_lib.exposed
 @keras.saving.register_keras_serializable(package="layerwise")
 class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
     """Wraps a Keras optimizer and applies per-variable rules to it.
@@ -46,12 +47,12 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
     freeze variables (no update, no slots), override weight decay, and
     transform gradients before the update.
 
-    Per step: freezing, the non-finite guard, accumulation, then once per
-    real step the gradient hook, rule transforms and clipping
-    (`layerwise/optim/processing.py`), weight decay and the update group by
-    group, the rules' update transforms, Keras' constraints, the rules'
-    projections, diagnostics, EMA and the step count; `apply` and `_step` below
-    read in that order.
+    Per step, the pipeline of `layerwise/optim/pipeline.py`: freezing,
+    the non-finite guard, accumulation, then once per real step the
+    gradient hook, rule transforms and clipping, the groups' rates, weight
+    decay and the update group by group, the rules' update transforms,
+    Keras' constraints, the rules' projections, diagnostics, EMA and the
+    step count. `optimizer.pipeline` lists its stages.
 
     Args:
         optimizer: The inner (default) `keras.optimizers.Optimizer`,
@@ -142,85 +143,78 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
         name=None,
         **kwargs,
     ):
-        checked = arguments.check(
-            optimizer, rules, gradient_hook, strict, accumulate_steps, ema,
-            ema_bias_correction, ema_overwrite_at_end, ema_overwrite_frequency,
-            skip_nonfinite, skip_frozen_gradients, log, kwargs,
+        options_lib.refuse_unknown(kwargs)
+        checks.check_unowned_optimizer(optimizer, "optimizer")
+        options = options_lib.Options.checked(
+            optimizer,
+            gradient_hook=gradient_hook, strict=strict, accumulate_steps=accumulate_steps,
+            ema=ema, ema_bias_correction=ema_bias_correction,
+            ema_overwrite_at_end=ema_overwrite_at_end,
+            ema_overwrite_frequency=ema_overwrite_frequency, skip_nonfinite=skip_nonfinite,
+            skip_frozen_gradients=skip_frozen_gradients, log=log,
         )
+        arguments.check_rule_optimizers(optimizer, rules)
         super().__init__(learning_rate=0.0, name=name)
         # After the base class validated `name`: nothing below can fail
         # before the inner optimizer is changed.
-        accumulate_steps, ema, ema_overwrite_at_end, ema_overwrite_frequency = arguments.take_over(
-            optimizer, checked["accumulate_steps"], checked["ema"], ema_overwrite_at_end,
-            checked["ema_overwrite_frequency"],
-        )
+        options.take_over(optimizer)
+        self.options = options
         self.inner_optimizer = optimizer
-        self.gradient_hook = gradient_hook
-        self.ema_bias_correction = ema_bias_correction
-        self.ema_overwrite_at_end = ema_overwrite_at_end
-        self.skip_nonfinite = skip_nonfinite
-        self.skip_frozen_gradients = skip_frozen_gradients
-        self.log = checked["log"]
         # What Keras' own arguments read as on the wrapper.
-        self.use_ema = ema is not None
-        self.ema_momentum = ema if ema is not None else optimizer.ema_momentum
-        self.ema_overwrite_frequency = ema_overwrite_frequency
-        self.gradient_accumulation_steps = accumulate_steps if accumulate_steps > 1 else None
+        self.use_ema = options.ema is not None
+        self.ema_momentum = options.ema if options.ema is not None else optimizer.ema_momentum
+        self.ema_overwrite_frequency = options.ema_overwrite_frequency
+        self.gradient_accumulation_steps = (
+            options.accumulate_steps if options.accumulate_steps > 1 else None
+        )
+        self._state = stage_lib.StateMaker(self)
         self._rules = arguments.bind_rules(rules, self._add_scale_variable)
         optimizers, self._optimizer_of_rule = arguments.distinct_optimizers(optimizer, self._rules)
         for index, owned in enumerate(optimizers):
             owned._layerwise_owner = weakref.ref(self)  # weak: no cycle
             if index:
                 internals.track_for_checkpoints(self, owned, f"rule_optimizer_{index}")
-        self._freezing = freezing_lib.Freezing(skip_frozen_gradients, self._key)
-        self._guard = finite_guard_lib.FiniteGuard(skip_nonfinite)
-        self._guard.create(self._add_scalar)
-        self._diagnostics = diagnostics_lib.Diagnostics(
-            self.log, [r.name for r in self._rules], self._add_scalar
+        self._updaters = updaters_lib.Updaters(optimizers)
+        self._pipeline = pipeline_lib.Pipeline(
+            pipeline_lib.default_stages(
+                options, self._rules, self._optimizer_of_rule, self._updaters, self._key
+            )
         )
-        self._accumulation = accumulation_lib.Accumulation(accumulate_steps, self._key)
-        self._ema = ema_lib.MovingAverage(
-            ema, ema_bias_correction, self._key, ema_overwrite_frequency
-        )
-        self._updates = grouped_update_lib.GroupedUpdate(optimizers)
-        self._update_transforms = update_transforms_lib.UpdateTransforms(self._rules)
-        self._projections = projections_lib.Projections(self._rules)
+        self._pipeline.create(self._state)
         self._planning = planning_lib.Planning(
-            self._rules, self._optimizer_of_rule, strict, self._updates, self._key
+            self._rules, self._optimizer_of_rule, options.strict, self._updaters, self._key
         )
-        self._pending_exclusions = None
         self._format = saving.FORMAT
 
     def _key(self, variable):
         return internals.variable_key(self, variable)
 
     def _add_scale_variable(self, rule_name, value):
-        return self._add_scalar(f"lr_scale_{_validation.variable_name(rule_name)}", value=value)
-
-    def _add_scalar(self, name, dtype="float32", value=0):
-        """A scalar of this optimizer's own state (multiplier, counter or
-        diagnostic), written by the first replica only."""
-        return self.add_variable(
-            shape=(), initializer=keras.initializers.Constant(value), dtype=dtype,
-            aggregation="only_first_replica", name=name,
-        )
+        return self._state.scalar(f"lr_scale_{_validation.variable_name(rule_name)}", value=value)
 
     # ------------------------------------------------------------------
     # The Keras optimizer's public face.
 
-    def _own_state(self):
-        """The variables this optimizer created itself, in creation order.
-
-        The inner optimizer owns the step counter and the learning rate: the
-        base class's copies are no state of this optimizer. They stay
-        tracked (TensorFlow's checkpoints refuse a list that shrank).
-        """
-        unused = internals.base_counter_and_rate(self)
-        return [v for v in internals.own_variables(self) if not any(v is u for u in unused)]
-
     @property
     def variables(self):
-        return self._own_state() + self._updates.variables
+        # The saved order (format 3): the rules' multipliers, each stage's
+        # state in pipeline order, then each optimizer's variables. The
+        # inner optimizer owns the step counter and the learning rate: the
+        # base class's copies are no state of this optimizer (they stay
+        # tracked: TensorFlow's checkpoints refuse a list that shrank).
+        multipliers = [r.scale_variable for r in self._rules if r.scale_variable is not None]
+        return multipliers + self._pipeline.variables + self._updaters.variables
+
+    @property
+    def pipeline(self):
+        """The step's `Pipeline` of stages (read-only; see
+        `layerwise/optim/pipeline.py`)."""
+        return self._pipeline
+
+    @property
+    def updaters(self):
+        """The `Updaters`: every Keras optimizer this one drives, by index."""
+        return self._updaters
 
     @property
     def iterations(self):
@@ -234,23 +228,18 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
     def learning_rate(self, value):
         # Keras' `LearningRateScheduler` and `ReduceLROnPlateau` set this:
         # every group's rate moves by the same factor.
-        self._updates.set_learning_rate(value)
+        self._updaters.set_learning_rate(value)
 
     @property
     def strict(self):
-        return self._planning.strict
+        return self.options.strict
 
     @strict.setter
     def strict(self, value):
+        if not isinstance(value, bool):
+            raise TypeError(f"`strict` must be a bool. Received: strict={value!r}")
+        self.options.strict = value
         self._planning.strict = value
-
-    @property
-    def accumulate_steps(self):
-        return self._accumulation.steps
-
-    @property
-    def ema(self):
-        return self._ema.momentum
 
     def scale_loss(self, loss):
         return self.inner_optimizer.scale_loss(loss)
@@ -268,25 +257,19 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
         if self.built:
             return
         variables = list(variables)
-        saving.restore_decay_exclusions(self._updates.optimizers, self._pending_exclusions, variables)
+        self._updaters.apply_exclusions(variables)
         plan = self._planning.make(variables)
-        processing.check_symbolically(
-            plan, self._rules, self.gradient_hook, self._updates.optimizers
-        )
-        self._update_transforms.check(plan)
-        self._projections.check(plan)
+        self._pipeline.check(plan)
         # The base build would create Keras' own accumulators and averages
         # for every variable; the stages create theirs for non-frozen ones.
         steps, self.gradient_accumulation_steps, self.use_ema = (
             self.gradient_accumulation_steps, None, False
         )
         super().build(variables)
-        self.gradient_accumulation_steps, self.use_ema = steps, self._ema.enabled
+        self.gradient_accumulation_steps, self.use_ema = steps, self.options.ema is not None
         slots_of = self._planning.slot_holders(plan)
-        ordered = [v for members in slots_of for v in members]
-        self._accumulation.build(self._add_scalar, self.add_variable_from_reference, ordered)
-        self._ema.build(self.add_variable_from_reference, ordered)
-        self._updates.build(slots_of)
+        self._pipeline.build(self._state, [v for members in slots_of for v in members])
+        self._updaters.build(slots_of)
         for source, paths in self._planning.saved_fresh:
             wanted = set(paths)
             self._add_fresh(source, [v for v in variables if plan_lib.path_of(v) in wanted], paths)
@@ -294,23 +277,22 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
             # The fresh optimizers now hold some variables' slots.
             plan = self._planning.make(variables)
         self._use_plan(plan)
-        if self._ema.enabled:
+        if self.options.ema is not None:
             swap_ema_view.expose(self)
         self.built = True
 
-    def _add_fresh(self, source, variables, paths=None, at_runtime=False):
-        with internals.variable_creation_scope(self._updates.optimizers[source]):
-            self._accumulation.add(self.add_variable_from_reference, variables)
-            self._ema.add(self.add_variable_from_reference, variables, at_runtime)
-        index = self._updates.add_fresh(source, variables, paths)
+    def _add_fresh(self, source, variables, paths=None):
+        with internals.variable_creation_scope(self._updaters.optimizers[source]):
+            self._pipeline.add(self._state, variables)
+        index = self._updaters.add_fresh(source, variables, paths)
         internals.track_for_checkpoints(
-            self, self._updates.updaters[index], f"unfrozen_optimizer_{index}"
+            self, self._updaters.updaters[index], f"unfrozen_optimizer_{index}"
         )
         self._planning.hold(variables, index)
 
     def _use_plan(self, plan):
         self._planning.current = plan
-        self._freezing.apply(plan)
+        self._pipeline.use_plan(plan)
 
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
         # As Keras' version, but `trainable_variables` may also be the values
@@ -348,61 +330,17 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
         if not grads:
             return  # As Keras: applying no gradients is a no-op.
         variables = arguments.resolve_variables(self, grads, trainable_variables)
-        with keras.name_scope(self.name), internals.update_context():
-            positions, grads, variables, overwrites = self._freezing.trainable_subset(
-                grads, variables
-            )
-            # Under tf.distribute, sum over replicas first: every stage sees
-            # the global gradient, as on one device (Keras clips per replica).
-            grads, reduced = internals.all_reduce_across_replicas(grads)
-            arguments.check_distribution(self, reduced)
-            # What a conditional branch may touch (JAX's branches must be
-            # pure): only the guard and accumulation branch.
-            state = []
-            if self._guard.enabled or self._accumulation.enabled:
-                state = self.variables + list(variables) + [v for _, v in overwrites]
-
-            def real_step(mean):
-                self._step(positions, mean, variables)
-
-            self._guard.run(
-                grads,
-                lambda raw: self._accumulation.run(raw, variables, real_step, state, overwrites),
-                state,
-            )
-
-    def _step(self, positions, grads, variables):
-        """One real step: process, update per group, transform the updates,
-        constrain and project the weights, observe, average, count."""
-        step = internals.iterations_variable(self.inner_optimizer)
         if self._planning.decay_changed():
             self._use_plan(self._planning.make(internals.built_variables(self)))
-        plan = self._planning.current
-        if grads:
-            grads = processing.unscale(self.inner_optimizer, grads)
-            grads = processing.process_gradients(
-                plan, self._rules, self.gradient_hook, self._updates.optimizers,
-                positions, grads, variables,
-            )
-            before = self._diagnostics.snapshot(variables)
-            pending = self._update_transforms.start(plan, positions)
-            self._updates.apply(
-                plan, self._rules, positions, grads, variables,
-                before_update=pending.capture if pending is not None else None,
-            )
-            if pending is not None:
-                pending.finish(grads, variables)
-            for variable in variables:
-                if variable.constraint is not None:
-                    variable.assign(variable.constraint(variable))
-            self._projections.run(plan, positions, variables)
-            self._diagnostics.record(
-                plan, self._rules, self._optimizer_of_rule,
-                lambda index: internals.current_learning_rate(self._updates.optimizers[index]),
-                positions, grads, variables, before, step,
-            )
-        self._ema.update(variables, step)
-        step.assign_add(1)
+        record = stage_lib.StepRecord(
+            plan=self._planning.current,
+            grads=grads,
+            variables=variables,
+            step=internals.iterations_variable(self.inner_optimizer),
+            optimizer_variables=lambda: self.variables,
+        )
+        with keras.name_scope(self.name), internals.update_context():
+            self._pipeline.run(record)
 
     # ------------------------------------------------------------------
     # Serialization.
@@ -413,17 +351,27 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
             variable.assign(weight)
 
     def load_own_variables(self, store):
-        if self._format == 1:
-            saving.load_format_1(self, store)
-            return
-        super().load_own_variables(store)
+        saving.load_variables(self, store, self._format)
 
     def get_config(self):
-        return saving.config_of(self)
+        built_on = internals.built_variables(self) if self.built else None
+        return saving.config_of(self, self._planning.built_on, self._updaters.get_config(built_on))
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        return saving.from_config(cls, config, custom_objects)
+        arguments, runtime = saving.parse_config(config, custom_objects)
+        instance = cls(**arguments)
+        instance._restore(runtime)
+        return instance
+
+    def _restore(self, runtime):
+        """What training changed before the config was saved, applied when
+        the optimizer builds (before Keras loads the saved values)."""
+        self._format = runtime["format"]
+        self._planning.built_on = runtime["built_on"]
+        self._planning.saved_fresh = runtime["fresh"]
+        self._updaters.restore_decay_exclusions(runtime["exclusions"])
+        self._updaters.restore_ratios(runtime["ratios"])
 
     def __repr__(self):
         return summary_lib.describe(self)

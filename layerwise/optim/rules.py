@@ -188,6 +188,12 @@ class Rule:
         self._lr_scale = value
 
     @property
+    def scale_variable(self):
+        """The variable holding a constant multiplier once the rule is
+        bound to an optimizer (its state), else `None`."""
+        return self._scale_variable
+
+    @property
     def sets_lr_scale(self):
         """Whether this rule sets a multiplier (a number or a schedule)."""
         return self._lr_scale is not None

@@ -1,25 +1,29 @@
 """`LayerwiseOptimizer`'s saved form: its config and its state layout.
 
-The config holds the constructor arguments and, once training changed the
-optimizer (variables unfrozen at runtime, exclusions from weight decay),
-what a loaded optimizer needs to rebuild the same state before Keras loads
-the values into it.
+The config holds the constructor arguments (the options as `Options`
+writes them) and, once training changed the optimizer (variables
+unfrozen at runtime, exclusions from weight decay, the plan after
+`set_frozen`), what a loaded optimizer needs to rebuild the same state
+before Keras loads the values into it.
 
-Format 2 (this engine) orders the state as `LayerwiseOptimizer.variables`
-does: the wrapper's own variables in creation order, then each optimizer's.
-Format 1 (the single-optimizer engine before it, files without a
-`"format"` key) ordered the wrapper's per-variable state by variable and
-had no rule optimizers; `format_1_order` lists this engine's variables in
-that order, so old files load into the same state.
+Format 3 (this engine) orders the state as `LayerwiseOptimizer.variables`
+does: the rules' multipliers, each stage's state in pipeline order, then
+each optimizer's variables. Files of earlier engines load into the same
+state through the order they were saved in: format 2 (the engine before
+the pipeline) saved the wrapper's own variables in creation order; format
+1 (the single-optimizer engine, files without a `"format"` key) by
+variable, without rule optimizers.
 """
+
+import warnings
 
 import keras
 
 from layerwise._internals import optimizers as internals
-from layerwise.optim import plan as plan_lib
+from layerwise.optim import options as options_lib
 from layerwise.optim.optimizer_config import deserialize_optimizer
 
-FORMAT = 2
+FORMAT = 3
 
 
 def shared_optimizer_groups(rules):
@@ -39,60 +43,40 @@ def share_optimizers(rules, groups):
             rules[index].optimizer = rules[members[0]].optimizer
 
 
-def decay_exclusions(optimizers, variables):
-    """What `exclude_from_weight_decay` set on each optimizer: the paths of
-    excluded variables among `variables` and the name pattern, or `None`
-    where nothing is excluded (Keras' own config forgets these)."""
-    saved = []
-    for optimizer in optimizers:
-        keys, pattern = internals.decay_exclusion(optimizer)
-        paths = [plan_lib.path_of(v) for v in variables if internals.variable_key(optimizer, v) in keys]
-        pattern = pattern.pattern if pattern is not None else None
-        saved.append({"var_paths": paths, "pattern": pattern} if paths or pattern else None)
-    return saved
-
-
-def restore_decay_exclusions(optimizers, saved, variables):
-    """Re-applies saved exclusions once the variables exist (at build)."""
-    for optimizer, exclusion in zip(optimizers, saved or ()):
-        if exclusion is None:
-            continue
-        paths = set(exclusion["var_paths"])
-        pattern = exclusion["pattern"]
-        optimizer.exclude_from_weight_decay(
-            var_list=[v for v in variables if plan_lib.path_of(v) in paths] or None,
-            var_names=[pattern] if pattern else None,
-        )
-
-
-def config_of(optimizer):
+def config_of(optimizer, built_on, runtime):
     """`LayerwiseOptimizer.get_config()`: the constructor arguments, then
-    what training changed."""
+    what training changed.
+
+    Args:
+        optimizer: The `LayerwiseOptimizer`.
+        built_on: The paths each rule-level optimizer was built on, once
+            the plan changed after build, else `None`.
+        runtime: What its `Updaters` saves (`Updaters.get_config`).
+    """
     return {
         "name": optimizer.name,
         "optimizer": keras.saving.serialize_keras_object(optimizer.inner_optimizer),
         "rules": [keras.saving.serialize_keras_object(r) for r in optimizer.rules],
         "shared_optimizers": shared_optimizer_groups(optimizer.rules),
-        "gradient_hook": keras.saving.serialize_keras_object(optimizer.gradient_hook),
-        "strict": optimizer.strict,
-        "accumulate_steps": optimizer.accumulate_steps,
-        "ema": optimizer.ema,
-        "ema_bias_correction": optimizer.ema_bias_correction,
-        "ema_overwrite_at_end": optimizer.ema_overwrite_at_end,
-        "ema_overwrite_frequency": optimizer.ema_overwrite_frequency,
-        "skip_nonfinite": optimizer.skip_nonfinite,
-        "skip_frozen_gradients": optimizer.skip_frozen_gradients,
-        "log": list(optimizer.log),
-        **runtime_config(optimizer),
+        **optimizer.options.get_config(),
+        "format": FORMAT,
+        "built_on": built_on,
+        **runtime,
     }
 
 
-def from_config(cls, config, custom_objects=None):
-    """`LayerwiseOptimizer.from_config()`, for either format: the
-    constructor, then the runtime part, applied when the optimizer builds
-    (before Keras loads the saved values into it)."""
+def parse_config(config, custom_objects=None):
+    """A config of any format as constructor arguments and the runtime
+    part (applied when the optimizer builds).
+
+    Returns:
+        `(arguments, runtime)`: the keyword arguments of
+        `LayerwiseOptimizer(...)`, and a dict with `format`, `built_on`
+        (paths per rule-level optimizer, or `None`), `fresh` (`(source,
+        paths)` per fresh optimizer), `ratios` and `exclusions`.
+    """
     config = dict(config)
-    runtime = parse_runtime_config(config)
+    runtime = _pop_runtime_config(config)
     optimizer = deserialize_optimizer(config.pop("optimizer"), custom_objects)
     rules = [
         keras.saving.deserialize_keras_object(r, custom_objects=custom_objects)
@@ -101,43 +85,16 @@ def from_config(cls, config, custom_objects=None):
     share_optimizers(rules, config.pop("shared_optimizers", []))
     count = 1 + len({id(r.optimizer) for r in rules if r.optimizer is not None})
     check_runtime_config(runtime, count)
-    hook = config.pop("gradient_hook", None)
-    if hook is not None:
-        hook = keras.saving.deserialize_keras_object(hook, custom_objects=custom_objects)
-    instance = cls(optimizer, rules, gradient_hook=hook, **config)
-    instance._format = runtime["format"]
-    instance._planning.built_on = runtime["built_on"]
-    instance._planning.saved_fresh = runtime["fresh"]
-    instance._pending_exclusions = runtime["exclusions"]
-    instance._updates.restore_ratios(runtime["ratios"])
-    return instance
-
-
-def runtime_config(optimizer):
-    """The part of the config that training changed."""
-    updates = optimizer._updates
-    exclusions = optimizer._pending_exclusions
-    if optimizer.built:
-        exclusions = decay_exclusions(updates.optimizers, internals.built_variables(optimizer))
-    return {
-        "format": FORMAT,
-        "weight_decay_exclusions": exclusions,
-        "built_on": optimizer._planning.built_on,
-        "unfrozen_at_runtime": [
-            {"source": source, "paths": list(paths)} for source, paths in updates.fresh
-        ],
-        "learning_rate_ratios": updates.learning_rate_ratios() if len(updates.optimizers) > 1 else None,
+    arguments = {
+        "optimizer": optimizer,
+        "rules": rules,
+        **options_lib.Options.pop_config(config, custom_objects),
+        **config,  # `name`, and anything unknown (refused by the constructor)
     }
+    return arguments, runtime
 
 
-def parse_runtime_config(config):
-    """Pops the runtime part of a config (either format).
-
-    Returns:
-        A dict with `format`, `built_on` (paths per rule-level optimizer, or
-        `None`), `fresh` (`(source, paths)` per fresh optimizer), `ratios`
-        and `exclusions`.
-    """
+def _pop_runtime_config(config):
     version = config.pop("format", 1)
     fresh = config.pop("unfrozen_at_runtime", [])
     if version == 1:
@@ -167,6 +124,12 @@ def check_runtime_config(runtime, count):
         "again from training, or load it with `compile=False` and compile a "
         "new optimizer."
     )
+    if runtime["format"] not in (1, 2, FORMAT):
+        raise ValueError(
+            "`format` in the saved optimizer config must be one this version "
+            "of layerwise reads (1, 2 or 3). A file written by a newer "
+            f"layerwise needs that version. Received: format={runtime['format']!r}"
+        )
     for index, (source, paths) in enumerate(runtime["fresh"]):
         if isinstance(source, bool) or not isinstance(source, int) or not 0 <= source < count:
             raise ValueError(
@@ -190,6 +153,48 @@ def check_runtime_config(runtime, count):
         )
 
 
+def load_variables(optimizer, store, version):
+    """Loads a state store of `version` into `optimizer` (built from the
+    same config), warning and skipping as Keras does when the counts
+    differ."""
+    if version == 1:
+        variables = format_1_order(optimizer)
+    elif version == 2:
+        variables = format_2_order(optimizer)
+    else:
+        variables = optimizer.variables
+    if len(store.keys()) != len(variables):
+        warnings.warn(
+            f"Skipping variable loading for optimizer '{optimizer.name}', "
+            f"because it has {len(variables)} variables whereas the saved "
+            f"optimizer has {len(store.keys())} variables.",
+            stacklevel=3,
+        )
+        return
+    for index, variable in enumerate(variables):
+        variable.assign(store[str(index)])
+
+
+def _own_state_in_creation_order(optimizer):
+    """The variables the wrapper created itself, in creation order, without
+    the base class's step counter and learning rate (the inner optimizer
+    owns those)."""
+    unused = internals.base_counter_and_rate(optimizer)
+    return [
+        v for v in internals.own_variables(optimizer) if not any(v is u for u in unused)
+    ]
+
+
+def format_2_order(optimizer):
+    """This engine's variables in the order format 2 saved them: the
+    wrapper's own in creation order (multipliers, skip counter, log
+    variables, then accumulators and averages as build and each unfreeze
+    created them), then each optimizer's."""
+    ordered = _own_state_in_creation_order(optimizer) + optimizer.updaters.variables
+    _check_same_variables(optimizer, ordered, 2)
+    return ordered
+
+
 def format_1_order(optimizer):
     """This engine's variables in the order format 1 saved them.
 
@@ -198,46 +203,32 @@ def format_1_order(optimizer):
     then each fresh one) and per variable it was built on: accumulator,
     average; then the inner optimizer's variables and each fresh one's.
     """
-    own = optimizer._own_state()
-    accumulation = optimizer._accumulation
-    ema = optimizer._ema
-    updaters = optimizer._updates.updaters
+    own = _own_state_in_creation_order(optimizer)
+    accumulation = optimizer.pipeline["accumulation"]
+    ema = optimizer.pipeline["moving_average"]
+    updaters = optimizer.updaters.updaters
     slots = []
     for updater in updaters:
         for variable in internals.built_variables(updater):
-            if accumulation.enabled:
+            if accumulation.accumulating:
                 slots.append(accumulation.accumulator(variable))
             if ema.enabled:
                 slots.append(ema.average(variable))
     slot_ids = {id(v) for v in slots}
-    counter = [accumulation.micro_step] if accumulation.enabled else []
+    counter = [accumulation.micro_step] if accumulation.accumulating else []
     counter_ids = {id(v) for v in counter}
     ordered = [v for v in own if id(v) not in slot_ids and id(v) not in counter_ids]
     ordered += counter + slots
     for updater in updaters:
         ordered += updater.variables
-    if len(ordered) != len(optimizer.variables):
-        raise ValueError(
-            "This format-1 file does not match the optimizer built from its "
-            f"config: {len(ordered)} variables in the old order, "
-            f"{len(optimizer.variables)} built."
-        )
+    _check_same_variables(optimizer, ordered, 1)
     return ordered
 
 
-def load_format_1(optimizer, store):
-    """Loads a format-1 state store into `optimizer` (built from the same
-    config), warning and skipping as Keras does when the counts differ."""
-    variables = format_1_order(optimizer)
-    if len(store.keys()) != len(variables):
-        import warnings
-
-        warnings.warn(
-            f"Skipping variable loading for optimizer '{optimizer.name}', "
-            f"because it has {len(variables)} variables whereas the saved "
-            f"(format 1) optimizer has {len(store.keys())} variables.",
-            stacklevel=3,
+def _check_same_variables(optimizer, ordered, version):
+    if len(ordered) != len(optimizer.variables):
+        raise ValueError(
+            f"This format-{version} file does not match the optimizer built from "
+            f"its config: {len(ordered)} variables in the old order, "
+            f"{len(optimizer.variables)} built."
         )
-        return
-    for index, variable in enumerate(variables):
-        variable.assign(store[str(index)])

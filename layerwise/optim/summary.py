@@ -40,16 +40,16 @@ def summary_rows(optimizer):
     transforms after `update:` and projections after `project:`.
     """
     plan = optimizer.plan
-    updates = optimizer._updates
+    updaters = optimizer.updaters
     step = optimizer.iterations
     rules = optimizer.rules
     rows = []
     for p in plan.variables:
-        updater = updates.updaters[p.updater]
+        updater = updaters.updaters[p.updater]
         scale = 1.0
         for index in p.scale_rules:
             scale *= _float(rules[index].scale_value(step))
-        base_lr = _float(updates.learning_rate(p.updater))
+        base_lr = _float(updaters.learning_rate(p.updater))
         decay = p.weight_decay
         if decay is None:
             decay = internals.decay_coefficient(updater, p.variable)
@@ -91,7 +91,7 @@ def print_summary(optimizer, print_fn=None):
     header = ("Variable", "Shape", "Rules", "Update", "LR scale", "Effective LR",
               "WD", "Transforms", "Frozen")
     # The slot-holder column appears once something was unfrozen at runtime.
-    show_optimizer = len(optimizer.all_optimizers()) > len(optimizer._updates.optimizers)
+    show_optimizer = len(optimizer.all_optimizers()) > len(optimizer.updaters.optimizers)
     if show_optimizer:
         header += ("Slots in",)
     table = [header] + [
@@ -134,20 +134,13 @@ def describe(optimizer, with_rules=True):
         f"(base learning rate {_format_number(_float(inner.learning_rate))}, "
         f"step {int(ops.convert_to_numpy(optimizer.iterations))})"
     ]
-    others = optimizer._updates.optimizers[1:]
+    others = optimizer.updaters.optimizers[1:]
     if others:
         parts.append(
             "rule optimizers: " + ", ".join(rules_lib.describe_optimizer(o) for o in others)
         )
-    stages = []
-    if optimizer.accumulate_steps > 1:
-        stages.append(f"accumulate_steps={optimizer.accumulate_steps}")
-    if optimizer.ema is not None:
-        stages.append(f"ema={optimizer.ema}")
-    if optimizer.skip_nonfinite:
-        stages.append("skip_nonfinite=True")
-    if optimizer.log:
-        stages.append(f"log={list(optimizer.log)}")
+    # Each stage says what it adds (`Stage.describe`), in pipeline order.
+    stages = optimizer.pipeline.describe()
     if stages:
         parts.append(", ".join(stages))
     if with_rules:

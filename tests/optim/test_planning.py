@@ -9,7 +9,7 @@ import pytest
 from layerwise.optim import plan as plan_lib
 from layerwise.optim import planning
 from layerwise.optim import rules as rules_lib
-from layerwise.optim.stages import grouped_update
+from layerwise.optim import updaters as updaters_lib
 
 
 def _variables():
@@ -20,7 +20,7 @@ def _variables():
 
 def _planning(rules, optimizers, strict=True):
     bound = [rule.bind(f"r{i}", None) for i, rule in enumerate(rules)]
-    updates = grouped_update.GroupedUpdate(optimizers)
+    updates = updaters_lib.Updaters(optimizers)
     return bound, updates, planning.Planning(bound, [None] * len(bound), strict, updates, id)
 
 

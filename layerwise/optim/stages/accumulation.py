@@ -11,42 +11,68 @@ import contextlib
 from keras import ops
 
 from layerwise._internals import optimizers as internals
+from layerwise.optim import stage
+from layerwise.optim.stages import cross_replica
 
 
-class Accumulation:
+class Accumulation(stage.Stage):
     """One accumulator per non-frozen variable and a micro-step counter.
 
+    In: a micro-step adds the gradients to the accumulators and ends the
+    step there; the real step (every `steps`-th) goes on with their mean.
+
     Args:
-        steps: Micro-batches per real step (`k`); 1 turns the stage off.
+        steps: Micro-batches per real step (`k`); 1: no accumulation.
         key: Callable `variable -> hashable`, how the wrapper identifies
             a variable.
     """
+
+    name = "accumulation"
 
     def __init__(self, steps, key):
         self.steps = steps
         self._key = key
         self.micro_step = None
         self._accumulators = {}
+        self._order = []  # the accumulators, in creation order
         # `None`: decide at run time; "micro"/"real": traced as that phase.
         self._phase = None
 
     @property
-    def enabled(self):
+    def accumulating(self):
+        """Whether micro-batches accumulate (`steps > 1`). The stage runs
+        either way: it also writes the variables Keras overwrites with
+        their gradient."""
         return self.steps > 1
 
-    def build(self, add_scalar, add_slot, variables):
+    def build(self, state, variables):
         """Creates the counter and the accumulators of `variables`."""
-        if not self.enabled:
+        if not self.accumulating:
             return
-        self.micro_step = add_scalar("micro_step", "int32")
-        self.add(add_slot, variables)
+        self.micro_step = state.scalar("micro_step", "int32")
+        self.add(state, variables)
 
-    def add(self, add_slot, variables):
+    def add(self, state, variables):
         """Accumulators for variables that became trainable."""
-        if not self.enabled:
+        if not self.accumulating:
             return
         for variable in variables:
-            self._accumulators[self._key(variable)] = add_slot(variable, "accumulator")
+            accumulator = state.slot(variable, "accumulator")
+            self._accumulators[self._key(variable)] = accumulator
+            self._order.append(accumulator)
+
+    @property
+    def variables(self):
+        if self.micro_step is None:
+            return []
+        return [self.micro_step] + self._order
+
+    @property
+    def keeps_per_variable_state(self):
+        return self.accumulating
+
+    def describe(self):
+        return f"accumulate_steps={self.steps}" if self.accumulating else None
 
     def accumulator(self, variable):
         return self._accumulators[self._key(variable)]
@@ -60,7 +86,7 @@ class Accumulation:
     def conditional(self):
         """Whether the next traced step decides at run time which kind of
         step it is (a conditional in compiled code)."""
-        return self.enabled and self._phase is None
+        return self.accumulating and self._phase is None
 
     @contextlib.contextmanager
     def traced_as(self, phase):
@@ -74,25 +100,28 @@ class Accumulation:
         finally:
             self._phase = previous
 
-    def run(self, grads, variables, real_step, state, overwrites=()):
-        """Adds `grads` to the accumulators, or takes the real step.
+    def run(self, record, proceed):
+        """Adds the gradients to the accumulators, or takes the real step.
 
-        Args:
-            grads: This micro-batch's gradients.
-            variables: The matching variables.
-            real_step: Callable `mean_grads -> None`, the real step.
-            state: Every variable `real_step` may read or write (needed
-                where a branch must be a pure function, on JAX).
-            overwrites: `(gradient, variable)` pairs of variables Keras
-                overwrites with their gradient. As in Keras: at once without
-                accumulation; with it, the accumulator keeps the elementwise
-                maximum over the cycle and the real step writes it.
+        Variables Keras overwrites with their gradient
+        (`record.overwrites`) are, as in Keras, written at once without
+        accumulation; with it, their accumulator keeps the elementwise
+        maximum over the cycle and the real step writes it.
         """
-        if not self.enabled:
+        grads, variables, overwrites = record.grads, record.variables, record.overwrites
+        if not self.accumulating:
             for grad, variable in overwrites:
                 variable.assign(ops.cast(grad, variable.dtype))
-            real_step(grads)
+            proceed(record)
             return
+        if self._phase is None:
+            cross_replica.refuse_conditional(record, f"accumulate_steps={self.steps}")
+        state = record.branch_state()
+
+        def real_step(mean):
+            record.grads = mean
+            proceed(record)
+
         accumulators = [self.accumulator(v) for v in variables]
         maxima = [(g, v, self.accumulator(v)) for g, v in overwrites]
 
@@ -124,17 +153,3 @@ class Accumulation:
                 is_real, real, micro, list(state) + accumulators + [m for _, _, m in maxima]
             )
         self.micro_step.assign(ops.mod(ops.add(self.micro_step, 1), self.steps))
-
-
-def check_steps(value):
-    """`accumulate_steps` as an int >= 1 (`None` means 1)."""
-    if value is None:
-        return 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            "`accumulate_steps` must be an int >= 1 (1: no accumulation). "
-            f"Received: accumulate_steps={value!r}"
-        )
-    return value
-
-

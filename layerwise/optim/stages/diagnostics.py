@@ -15,43 +15,62 @@ import keras
 from keras import ops
 
 from layerwise import _validation
+from layerwise._internals import optimizers as internals
 from layerwise.optim import plan as plan_lib
+from layerwise.optim import stage
 
-STATS = ("lr", "grad_norm", "update_ratio", "update_norm")
-
-
-def check_stats(value):
-    """`log` as a tuple of names among `STATS`, without duplicates."""
-    if isinstance(value, str):
-        value = (value,)
-    if not isinstance(value, (list, tuple)) or any(s not in STATS for s in value):
-        raise ValueError(
-            f"`log` must be a tuple of names among {STATS}. Received: log={value!r}"
-        )
-    return tuple(dict.fromkeys(value))
-
-
-class Diagnostics:
+class Diagnostics(stage.Stage):
     """The log variables and what fills them.
 
+    In: a copy of the weights, when a statistic needs the change. Out:
+    after the update, constraints and projections, the statistics.
+
     Args:
-        stats: Names among `STATS`; empty turns the stage off.
-        rule_names: The wrapper's rule names, in order.
-        add_scalar: Callable creating one float32 scalar of the wrapper's
-            state, by name.
+        stats: Names among `layerwise.optim.options.STATS`; empty turns the
+            stage off.
+        rules: The wrapper's bound rules.
+        optimizer_of_rule: Per rule, the index of the optimizer it sets,
+            or `None`.
+        updaters: The wrapper's `Updaters` (their current rates).
     """
 
-    def __init__(self, stats, rule_names, add_scalar):
+    name = "diagnostics"
+
+    def __init__(self, stats, rules, optimizer_of_rule, updaters):
         self.stats = stats
-        self.variables = {
-            f"{stat}/{rule}": add_scalar(f"log_{stat}_{_validation.variable_name(rule)}")
-            for stat in stats
-            for rule in rule_names
-        }
+        self.rules = rules
+        self._optimizer_of_rule = optimizer_of_rule
+        self._updaters = updaters
+        self.log_variables = {}
 
     @property
     def enabled(self):
         return bool(self.stats)
+
+    def create(self, state):
+        self.log_variables = {
+            f"{stat}/{rule.name}": state.scalar(
+                f"log_{stat}_{_validation.variable_name(rule.name)}"
+            )
+            for stat in self.stats
+            for rule in self.rules
+        }
+
+    @property
+    def variables(self):
+        return list(self.log_variables.values())
+
+    def describe(self):
+        return f"log={list(self.stats)}"
+
+    def run(self, record, proceed):
+        before = self.snapshot(record.variables)
+        proceed(record)
+        self.record(
+            record.plan,
+            lambda index: internals.current_learning_rate(self._updaters.optimizers[index]),
+            record.positions, record.grads, record.variables, before, record.step,
+        )
 
     def snapshot(self, variables):
         """The weights before the update, if `update_ratio` or
@@ -60,21 +79,17 @@ class Diagnostics:
             return None
         return [ops.copy(v.value) for v in variables]
 
-    def record(self, plan, rules, optimizer_of_rule, rate_of, positions, grads, variables, before, step):
+    def record(self, plan, rate_of, positions, grads, variables, before, step):
         """Writes this step's per-rule statistics into the log variables.
 
         Args:
             plan: The optimizer's `Plan`.
-            rules: The optimizer's rules.
-            optimizer_of_rule: Per rule, the index of the optimizer it
-                sets, or `None`.
             rate_of: Callable `optimizer index -> learning rate` (current).
             positions, grads, variables: As the update saw them.
             before: What `snapshot` returned.
             step: The wrapper's step count.
         """
-        if not self.enabled:
-            return
+        rules, optimizer_of_rule = self.rules, self._optimizer_of_rule
         members = {rule.name: [] for rule in rules}
         for i, position in enumerate(positions):
             for name in plan.trainable[position].rules:
@@ -99,12 +114,12 @@ class Diagnostics:
                     change, ops.maximum(weight, keras.backend.epsilon())
                 )
             for stat, value in values.items():
-                self.variables[f"{stat}/{rule.name}"].assign(value)
+                self.log_variables[f"{stat}/{rule.name}"].assign(value)
 
     def values(self):
         return {
             name: float(ops.convert_to_numpy(variable))
-            for name, variable in self.variables.items()
+            for name, variable in self.log_variables.items()
         }
 
 

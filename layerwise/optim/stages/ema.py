@@ -7,11 +7,14 @@ averages into the model: `layerwise.ema_weights`.
 
 from keras import ops
 
-from layerwise import _validation
+from layerwise.optim import stage
 
 
-class MovingAverage:
+class MovingAverage(stage.Stage):
     """Averages of the weights, the EMA stage of `LayerwiseOptimizer`.
+
+    Out: after the update, constraints and projections, one EMA step of
+    the variables updated (see `update`).
 
     Args:
         momentum: The EMA momentum `m`, or `None` to turn the stage off.
@@ -23,33 +26,56 @@ class MovingAverage:
             `ema_overwrite_frequency`).
     """
 
+    name = "moving_average"
+
     def __init__(self, momentum, bias_correction, key, overwrite_frequency=None):
         self.momentum = momentum
         self.bias_correction = bias_correction
         self.overwrite_frequency = overwrite_frequency
         self._key = key
         self._averages = {}
+        self._order = []  # the averages, in creation order
 
     @property
     def enabled(self):
         return self.momentum is not None
 
-    def build(self, add_slot, variables):
-        self.add(add_slot, variables)
+    def build(self, state, variables):
+        """Averages for `variables`, starting as zeros: the first step
+        copies the weights, as Keras' `use_ema` does (which also works
+        inside a traced step)."""
+        self._add(state, variables, at_runtime=False)
 
-    def add(self, add_slot, variables, at_runtime=False):
-        """Averages for `variables`. At build they start as zeros (the first
-        step copies the weights, as Keras' `use_ema` does, which also works
-        inside a traced step); for variables that were frozen until now
-        (`at_runtime`) the average starts at the variable's value."""
+    def add(self, state, variables):
+        """Averages for variables that were frozen until now, starting at
+        the variable's value."""
+        self._add(state, variables, at_runtime=True)
+
+    def _add(self, state, variables, at_runtime):
         if not self.enabled:
             return
         for variable in variables:
-            average = add_slot(variable, "average")
+            average = state.slot(variable, "average")
             if at_runtime:
                 # A copy: two JAX variables must not share one buffer.
                 average.assign(ops.copy(variable.value))
             self._averages[self._key(variable)] = average
+            self._order.append(average)
+
+    @property
+    def variables(self):
+        return list(self._order)
+
+    @property
+    def keeps_per_variable_state(self):
+        return True
+
+    def describe(self):
+        return f"ema={self.momentum}"
+
+    def run(self, record, proceed):
+        proceed(record)
+        self.update(record.variables, record.step)
 
     def average(self, variable):
         return self._averages[self._key(variable)]
@@ -101,31 +127,3 @@ class MovingAverage:
                 variable.assign(
                     ops.where(due, ops.cast(average.value, variable.dtype), variable.value)
                 )
-
-
-def check_momentum(value):
-    """`ema` as a float in [0, 1), or `None`."""
-    if value is None:
-        return None
-    if not _validation.is_real_number(value) or not 0 <= value < 1:
-        raise ValueError(
-            f"`ema` must be a momentum in [0, 1), or None. Received: ema={value!r}"
-        )
-    return float(value)
-
-
-def check_overwrite_frequency(value, has_ema):
-    """`ema_overwrite_frequency` as an int >= 1, or `None`."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            "`ema_overwrite_frequency` must be an int >= 1, or None. Received: "
-            f"ema_overwrite_frequency={value!r}"
-        )
-    if not has_ema:
-        raise ValueError(
-            "`ema_overwrite_frequency` needs an EMA: set `ema` too. Received: "
-            f"ema_overwrite_frequency={value!r}, ema=None"
-        )
-    return value

@@ -9,39 +9,48 @@ any transform).
 from keras import ops
 
 from layerwise._internals import optimizers as internals
+from layerwise.optim import stage
+from layerwise.optim.stages import cross_replica
 
 
-class FiniteGuard:
-    """Skips non-finite steps when enabled; otherwise runs every step.
+class FiniteGuard(stage.Stage):
+    """Skips non-finite steps when enabled.
+
+    In: the rest of the step runs only if every gradient is finite; else
+    the skip counter advances.
 
     Args:
         enabled: Whether to check (`skip_nonfinite`).
     """
 
+    name = "finite_guard"
+
     def __init__(self, enabled):
-        self.enabled = enabled
+        self._enabled = enabled
         self.skipped_steps = None
 
-    def create(self, add_scalar):
+    @property
+    def enabled(self):
+        return self._enabled
+
+    def create(self, state):
         """The skip counter (created with the wrapper, before build)."""
         if self.enabled:
-            self.skipped_steps = add_scalar("skipped_steps", "int32")
+            self.skipped_steps = state.scalar("skipped_steps", "int32")
 
-    def run(self, grads, step, state):
-        """Runs `step(grads)` unless a gradient is non-finite.
+    @property
+    def variables(self):
+        return [self.skipped_steps] if self.enabled else []
 
-        Args:
-            grads: The raw gradients.
-            step: Callable `grads -> None`.
-            state: Every variable `step` may read or write.
-        """
-        if not self.enabled:
-            step(grads)
-            return
-        finite = ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in grads] or [True]))
+    def run(self, record, proceed):
+        cross_replica.refuse_conditional(record, "skip_nonfinite=True")
+        finite = ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in record.grads] or [True]))
         internals.run_one_branch(
             finite,
-            lambda: step(grads),
+            lambda: proceed(record),
             lambda: self.skipped_steps.assign_add(1),
-            state,
+            record.branch_state(),
         )
+
+    def describe(self):
+        return "skip_nonfinite=True"

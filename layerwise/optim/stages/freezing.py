@@ -13,10 +13,14 @@ from keras import ops
 
 from layerwise._internals import optimizers as internals
 from layerwise.optim import plan as plan_lib
+from layerwise.optim import stage
 
 
-class Freezing:
+class Freezing(stage.Stage):
     """Applies a plan's freezing to the variables and the step's inputs.
+
+    In: the step goes on with the variables it updates only (see
+    `trainable_subset`).
 
     Args:
         mark_untrainable: `skip_frozen_gradients`.
@@ -34,7 +38,17 @@ class Freezing:
         self._frozen_by = {}
         self._warned = set()
 
-    def apply(self, plan):
+    name = "freezing"
+
+    def run(self, record, proceed):
+        positions, grads, variables, overwrites = self.trainable_subset(
+            record.grads, record.variables
+        )
+        record.positions, record.grads, record.variables = positions, grads, variables
+        record.overwrites = overwrites
+        proceed(record)
+
+    def use_plan(self, plan):
         """Marks the plan's frozen variables (and unmarks the unfrozen)."""
         if self.mark_untrainable:
             for p in plan.variables:

@@ -7,40 +7,47 @@ without projections adds nothing to the step.
 """
 
 from layerwise.optim import projections as projections_lib
+from layerwise.optim import stage
 from layerwise.optim import symbolic
 
 
-class Projections:
+class Projections(stage.Stage):
     """Projects the weights of the rules that ask for it.
+
+    Out: after Keras' constraints, each projected variable once.
 
     Args:
         rules: The optimizer's (bound) rules.
     """
 
+    name = "projections"
+
     def __init__(self, rules):
         self.rules = rules
+        # Per position in the plan's `trainable`, its projections in rule
+        # order: resolved once per plan, not per step.
+        self._chains = {}
 
-    def run(self, plan, positions, variables):
-        """Projects this step's variables.
-
-        Args:
-            plan: The optimizer's `Plan`.
-            positions: Each variable's position in `plan.trainable`.
-            variables: The step's variables.
-        """
-        if not plan.project_steps:
-            return
-        index_of = {p: i for i, p in enumerate(positions)}
+    def use_plan(self, plan):
         chains = {}
         for rule_index, members in plan.project_steps:
             for p in members:
-                if p in index_of:
-                    chains.setdefault(index_of[p], []).extend(self.rules[rule_index].project)
-        for i, chain in chains.items():
-            value = variables[i].value
+                chains.setdefault(p, []).extend(self.rules[rule_index].project)
+        self._chains = chains
+
+    def run(self, record, proceed):
+        proceed(record)
+        if not self._chains:
+            return
+        for p, i in zip(record.positions, range(len(record.variables))):
+            chain = self._chains.get(p)
+            if chain is None:
+                continue
+            variable = record.variables[i]
+            value = variable.value
             for projection in chain:
                 value = projection(value)
-            variables[i].assign(value)
+            variable.assign(value)
 
     def check(self, plan):
         """Runs every projection on symbolic weights, at build: one that

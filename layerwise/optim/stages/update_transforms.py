@@ -3,40 +3,39 @@ group's optimizer computed.
 
 An optimizer's update is only observable as the change of its variables.
 So, for the variables of rules with update transforms and only for them,
-the grouped update hands this stage each group's weights after Keras'
-weight decay and right before the optimizer's update call (`capture`: one
-transient copy per variable and real step). After every group ran,
-`finish` takes `update = new - copy`, runs each rule's transforms in rule
-order on `(updates, grads, weights, learning_rates)` and lands `copy +
-update`. A step without such rules makes no copy and adds no op.
+this stage copies the weights after Keras' weight decay and before the
+grouped update (on the way in: one transient copy per variable and real
+step). On the way out, right after the update, it takes `update = new -
+copy`, runs each rule's transforms in rule order on `(updates, grads,
+weights, learning_rates)` and lands `copy + update`. A plan without such
+rules makes no copy and adds no op.
 """
 
 from keras import ops
 
+from layerwise.optim import stage
 from layerwise.optim import symbolic
 
 
-class UpdateTransforms:
+class UpdateTransforms(stage.Stage):
     """Runs the rules' update transforms around the grouped update.
 
     Args:
         rules: The optimizer's (bound) rules.
     """
 
+    name = "update_transforms"
+
     def __init__(self, rules):
         self.rules = rules
 
-    def start(self, plan, positions):
-        """This step's pending updates, or `None` when the plan has no
-        update transforms (then nothing else of this stage runs).
-
-        Args:
-            plan: The optimizer's `Plan`.
-            positions: Each variable's position in `plan.trainable`.
-        """
-        if not plan.update_steps:
-            return None
-        return PendingUpdates(plan, positions, self.rules)
+    def run(self, record, proceed):
+        if not record.plan.update_steps:
+            proceed(record)
+            return
+        pending = PendingUpdates(record, self.rules)
+        proceed(record)
+        pending.finish(record)
 
     def check(self, plan):
         """Runs every rule's transforms on symbolic tensors: a transform
@@ -58,41 +57,38 @@ class UpdateTransforms:
 
 
 class PendingUpdates:
-    """One step's copies and rates, between `capture` and `finish`."""
+    """One step's copies and rates, between the way in and the way out.
 
-    def __init__(self, plan, positions, rules):
-        self._plan = plan
+    Args:
+        record: The step's `StepRecord`, its groups' rates set.
+        rules: The optimizer's (bound) rules.
+    """
+
+    def __init__(self, record, rules):
         self._rules = rules
-        self._index_of = {p: i for i, p in enumerate(positions)}
-        wanted = {p for _, members in plan.update_steps for p in members}
-        self._wanted = {i for p, i in self._index_of.items() if p in wanted}
+        wanted = {p for _, members in record.plan.update_steps for p in members}
         self._copies = {}
         self._rates = {}
+        for _, indices, learning_rate in record.groups:
+            # One cast per group, not per variable and rule.
+            rate = ops.cast(learning_rate, "float32")
+            for i in indices:
+                if record.positions[i] in wanted:
+                    self._copies[i] = ops.copy(record.variables[i].value)
+                    self._rates[i] = rate
 
-    def capture(self, indices, variables, learning_rate):
-        """Called per group before its optimizer's update call.
-
-        Args:
-            indices: The group's indices into `variables`.
-            variables: The step's variables.
-            learning_rate: The group's effective learning rate.
-        """
-        for i in indices:
-            if i in self._wanted:
-                self._copies[i] = ops.copy(variables[i].value)
-                self._rates[i] = learning_rate
-
-    def finish(self, grads, variables):
+    def finish(self, record):
         """Transforms the updates rule by rule and lands them."""
         if not self._copies:
             return
+        grads, variables = record.grads, record.variables
         updates = {i: variables[i].value - copy for i, copy in self._copies.items()}
-        for rule_index, members in self._plan.update_steps:
-            idx = [self._index_of[p] for p in members if p in self._index_of]
+        for rule_index, members in record.plan.update_steps:
+            idx = record.locate(members)
             if not idx:
                 continue
             sub = [updates[i] for i in idx]
-            rates = [ops.cast(self._rates[i], "float32") for i in idx]
+            rates = [self._rates[i] for i in idx]
             for transform in self._rules[rule_index].update:
                 sub = list(
                     transform(sub, [grads[i] for i in idx], [self._copies[i] for i in idx], rates)

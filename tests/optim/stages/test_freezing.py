@@ -19,9 +19,9 @@ def test_marks_only_what_it_froze_and_gives_it_back():
     a, b, c = (keras.Variable(np.ones(2, "float32"), name=n) for n in "abc")
     c.trainable = False  # the user's own choice, not the stage's
     stage = freezing.Freezing(True, id)
-    stage.apply(_plan([a, b, c], [b, c]))
+    stage.use_plan(_plan([a, b, c], [b, c]))
     assert (a.trainable, b.trainable, c.trainable) == (True, False, False)
-    stage.apply(_plan([a, b, c], []))
+    stage.use_plan(_plan([a, b, c], []))
     assert (a.trainable, b.trainable, c.trainable) == (True, True, False)
 
 
@@ -29,7 +29,7 @@ def test_subset_drops_frozen_and_missing_and_sets_overwrites_apart():
     a, b, c, d = (keras.Variable(np.ones(2, "float32"), name=n) for n in "abcd")
     d.overwrite_with_gradient = True
     stage = freezing.Freezing(False, id)
-    stage.apply(_plan([a, b, c, d], [b]))
+    stage.use_plan(_plan([a, b, c, d], [b]))
     g = np.ones(2, "float32")
     with pytest.warns(UserWarning, match="Gradients do not exist"):
         positions, grads, variables, overwrites = stage.trainable_subset([g, g, None, g], [a, b, c, d])
@@ -41,6 +41,6 @@ def test_subset_drops_frozen_and_missing_and_sets_overwrites_apart():
 def test_no_gradient_at_all_is_an_error_as_in_keras():
     a = keras.Variable(np.ones(2, "float32"), name="a")
     stage = freezing.Freezing(True, id)
-    stage.apply(_plan([a], []))
+    stage.use_plan(_plan([a], []))
     with pytest.raises(ValueError, match="No gradients provided for any variable"):
         stage.trainable_subset([None], [a])

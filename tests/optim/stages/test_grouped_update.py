@@ -1,5 +1,6 @@
-"""The grouped update stage on its own: one update call per group, per-step
-state advanced once per step, step counts, and the base-rate ratios."""
+"""The update stages on their own (learning rates, weight decay, the
+grouped update): one update call per group, per-step state advanced once
+per step, step counts, decay resolved at build."""
 
 import keras
 import numpy as np
@@ -8,15 +9,36 @@ import pytest
 from layerwise._internals import optimizers as internals
 from layerwise.optim import plan as plan_lib
 from layerwise.optim import rules as rules_lib
+from layerwise.optim import pipeline as pipeline_lib
+from layerwise.optim import stage as stage_lib
+from layerwise.optim import updaters as updaters_lib
 from layerwise.optim.stages import grouped_update
+from layerwise.optim.stages import learning_rates
+from layerwise.optim.stages import weight_decay
 
 
 def _setup(optimizers, rules, variables, optimizer_of_rule):
     bound = [rule.bind(f"r{i}", None) for i, rule in enumerate(rules)]
     plan = plan_lib.make_plan(bound, variables, optimizer_of_rule)
-    updates = grouped_update.GroupedUpdate(optimizers)
+    updates = updaters_lib.Updaters(optimizers)
     updates.build(plan_lib.slot_holders(plan, len(optimizers)))
     return bound, plan, updates
+
+
+def _update(plan, bound, updates, positions, grads, variables):
+    """The three update stages as the pipeline runs them."""
+    pipeline = pipeline_lib.Pipeline([
+        learning_rates.LearningRates(bound, updates),
+        weight_decay.WeightDecay(updates),
+        grouped_update.GroupedUpdate(updates),
+    ])
+    record = stage_lib.StepRecord(
+        plan=plan, grads=list(grads), variables=list(variables),
+        step=internals.iterations_variable(updates.optimizers[0]),
+        optimizer_variables=lambda: [], positions=list(positions),
+    )
+    with internals.update_context():  # as the facade runs it (torch: no autograd)
+        pipeline.run(record)
 
 
 def test_nadam_step_state_advances_once_for_several_groups():
@@ -31,8 +53,7 @@ def test_nadam_step_state_advances_once_for_several_groups():
     plain = keras.optimizers.Nadam(0.1)
     g = [keras.ops.convert_to_tensor([0.5, -1.0]), keras.ops.convert_to_tensor([2.0, 0.1])]
     for _ in range(3):
-        with internals.update_context():  # as the facade runs it (torch: no autograd)
-            updates.apply(plan, bound, [0, 1], g, [a, b])
+        _update(plan, bound, updates, [0, 1], g, [a, b])
         updates.optimizers[0].iterations.assign_add(1)  # the facade counts the inner one
         plain.apply(g, ref)
     for v, r in zip([a, b], ref):
@@ -45,31 +66,8 @@ def test_rule_optimizers_count_their_own_steps_and_the_inner_one_is_left_to_the_
     sgd = keras.optimizers.SGD(0.1)
     rules = [rules_lib.Rule(b, optimizer=sgd)]
     bound, plan, updates = _setup([keras.optimizers.SGD(0.1), sgd], rules, [a, b], [1])
-    with internals.update_context():
-        updates.apply(plan, bound, [0, 1], [keras.ops.ones(2)] * 2, [a, b])
+    _update(plan, bound, updates, [0, 1], [keras.ops.ones(2)] * 2, [a, b])
     assert [int(o.iterations) for o in updates.updaters] == [0, 1]
-
-
-def test_fresh_optimizer_follows_its_source_rate_with_its_own_state():
-    a = keras.Variable(np.ones(2, "float32"), name="a")
-    inner = keras.optimizers.Adam(0.1, weight_decay=None)
-    bound, plan, updates = _setup([inner], [], [a], [])
-    index = updates.add_fresh(0, [a])
-    assert updates.sources[index] == 0 and type(updates.updaters[index]) is type(inner)
-    assert updates.fresh == [(0, ["a"])]
-    inner.learning_rate = 0.2
-    assert float(keras.ops.convert_to_numpy(updates.learning_rate(index))) == pytest.approx(0.2)
-
-
-def test_learning_rate_ratios_survive_a_zero_base_rate():
-    updates = grouped_update.GroupedUpdate(
-        [keras.optimizers.Adam(0.01), keras.optimizers.SGD(0.05)]
-    )
-    updates.set_learning_rate(0.0)
-    updates.set_learning_rate(0.02)
-    rates = [float(keras.ops.convert_to_numpy(o.learning_rate)) for o in updates.optimizers]
-    np.testing.assert_allclose(rates, [0.02, 0.1], rtol=1e-6)
-    assert updates.learning_rate_ratios() == pytest.approx([1.0, 5.0])
 
 
 def _decay_setup():
@@ -80,7 +78,7 @@ def _decay_setup():
     inner.exclude_from_weight_decay(var_list=[b])
     rules = [rules_lib.Rule(a, lr_scale=0.5), rules_lib.Rule(c, weight_decay=0.3)]
     bound = [rule.bind(f"r{i}", None) for i, rule in enumerate(rules)]
-    updates = grouped_update.GroupedUpdate([inner])
+    updates = updaters_lib.Updaters([inner])
     plan = plan_lib.make_plan(bound, [a, b, c], [None, None], decay_of=updates.decay_of)
     updates.build(plan_lib.slot_holders(plan, 1))
     return bound, plan, updates, [a, b, c]
@@ -111,8 +109,7 @@ def test_a_step_makes_one_update_call_per_group_and_no_decay_lookup(monkeypatch)
     monkeypatch.setattr(internals, "decay_coefficient", counting("lookup", internals.decay_coefficient))
     monkeypatch.setattr(internals, "apply_weight_decay", counting("lookup", internals.apply_weight_decay))
     grads = [keras.ops.convert_to_tensor([0.5, -1.0])] * 3
-    with internals.update_context():
-        updates.apply(plan, bound, [0, 1, 2], grads, variables)
+    _update(plan, bound, updates, [0, 1, 2], grads, variables)
     assert calls == {"update": 3, "decay": 2, "lookup": 0}
 
 
@@ -128,8 +125,7 @@ def test_resolved_decay_matches_adamw_per_group():
     copies = [keras.Variable(keras.ops.convert_to_numpy(v)) for v in variables]
     grads = [keras.ops.convert_to_tensor([0.5, -1.0])] * 3
     for _ in range(2):
-        with internals.update_context():
-            updates.apply(plan, bound, [0, 1, 2], grads, variables)
+        _update(plan, bound, updates, [0, 1, 2], grads, variables)
         updates.optimizers[0].iterations.assign_add(1)
         for reference, copy, g in zip(references, copies, grads):
             reference.apply([g], [copy])
