@@ -241,7 +241,9 @@ _KERAS_ATTRIBUTES = ("ema_overwrite_frequency",)
 
 
 class _Option:
-    """`optimizer.<name>` reads `optimizer.options.<name>`."""
+    """`optimizer.<name>` reads `optimizer.options.<name>`; setting it is
+    refused (the stages took the value at construction: a new value would
+    silently change nothing)."""
 
     def __init__(self, name):
         self.name = name
@@ -251,3 +253,11 @@ class _Option:
         if instance is None:
             return self
         return getattr(instance.options, self.name)
+
+    def __set__(self, instance, value):
+        raise AttributeError(
+            f"`{self.name}` is fixed when the optimizer is created: the step's "
+            "stages were built with it. Create a new optimizer with the new "
+            "value, e.g. `LayerwiseOptimizer.from_config({**optimizer.get_config(), "
+            f"{self.name!r}: ...}})` before training. Received: {self.name}={value!r}"
+        )
