@@ -306,8 +306,16 @@ def stateless_targets(optimizer, values):
     variables. What it can see: `fit` takes the values of the model's and
     of the optimizer's variables into the step's state. If it took the
     optimizer's step counter but left a variable the optimizer was built
-    with, the step is another model's. Python at trace time only: once per
-    compiled step.
+    with, the step is another model's. Python only, as the rest of
+    `stateless_apply`: once per trace under `jit_compile`.
+
+    Args:
+        optimizer: A built `LayerwiseOptimizer`.
+        values: `stateless_apply`'s `trainable_variables`: one value per
+            variable it was built with, or per one still trainable.
+
+    Returns:
+        The variables, in the order of `values`.
 
     Raises:
         ValueError: Naming the variables the step left and the fix.
