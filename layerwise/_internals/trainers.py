@@ -170,3 +170,17 @@ def write_back_state(model):
     """
     if keras.backend.backend() == "jax":
         model.jax_state_sync()
+
+
+def taken_into_step_state(variable):
+    """Whether Keras' JAX trainer has taken `variable`'s value into the state
+    of the `fit` step now running.
+
+    Before its steps, `JAXTrainer.fit` moves the values of the model's
+    variables and of its optimizer's into the step's state
+    (`_purge_model_variables` empties `variable._value`) and writes them
+    back when the epoch ends. Custom loops that call `stateless_apply`
+    themselves, `train_on_batch` and the other backends leave the values in
+    place.
+    """
+    return keras.backend.backend() == "jax" and variable._value is None

@@ -11,6 +11,7 @@ follow Keras' form: "`arg` must be X. Received: arg=value".
 import collections
 
 from layerwise._internals import optimizers as internals
+from layerwise._internals import trainers as trainer_internals
 from layerwise.optim import checks
 from layerwise.optim import plan as plan_lib
 from layerwise.optim import rules as rules_lib
@@ -152,6 +153,18 @@ def resolve_variables(optimizer, grads, trainable_variables):
     return variables
 
 
+# The cause and the fix, shared by the messages for another model's
+# variables (`apply`) and another model's step (`stateless_apply`).
+_ONE_OPTIMIZER_PER_MODEL = (
+    "A `LayerwiseOptimizer`, like any Keras optimizer, belongs to the model "
+    "it was built for (its plan and slots are that model's variables): "
+    "was it compiled into a second model, or were variables created "
+    "after it was built? Create a new optimizer for the new variables, "
+    "e.g. `LayerwiseOptimizer.from_config(optimizer.get_config())` for "
+    "the same settings with fresh state."
+)
+
+
 def _unknown_variables_message(optimizer, variables):
     known = {internals.variable_key(optimizer, v) for v in internals.built_variables(optimizer)}
     unknown = [
@@ -160,13 +173,50 @@ def _unknown_variables_message(optimizer, variables):
     ]
     return (
         "`trainable_variables` must be variables this optimizer was built "
-        f"with. Received {len(unknown)} other(s): {unknown[:8]}. A "
-        "`LayerwiseOptimizer`, like any Keras optimizer, belongs to the model "
-        "it was built for (its plan and slots are that model's variables): "
-        "was it compiled into a second model, or were variables created "
-        "after it was built? Create a new optimizer for the new variables, "
-        "e.g. `LayerwiseOptimizer.from_config(optimizer.get_config())` for "
-        "the same settings with fresh state."
+        f"with. Received {len(unknown)} other(s): {unknown[:8]}. "
+        + _ONE_OPTIMIZER_PER_MODEL
+    )
+
+
+def stateless_targets(optimizer, values):
+    """The variables `stateless_apply` receives the `values` of, checked
+    against the step Keras' JAX trainer is running.
+
+    That trainer passes values only, never the model's variables, so the
+    check `apply` makes (`resolve_variables`) cannot see another model's
+    variables. What it can see: `fit` takes the values of the model's and
+    of the optimizer's variables into the step's state. If it took the
+    optimizer's step counter but left a variable the optimizer was built
+    with, the step is another model's. Python only, as the rest of
+    `stateless_apply`: once per trace under `jit_compile`.
+
+    Args:
+        optimizer: A built `LayerwiseOptimizer`.
+        values: `stateless_apply`'s `trainable_variables`: one value per
+            variable it was built with, or per one still trainable.
+
+    Returns:
+        The variables, in the order of `values`.
+
+    Raises:
+        ValueError: Naming the variables the step left and the fix.
+    """
+    targets = variables_for(optimizer, values)
+    step = internals.iterations_variable(optimizer.inner_optimizer)
+    if not trainer_internals.taken_into_step_state(step):
+        return targets  # A custom loop, `train_on_batch` or another backend.
+    left = [plan_lib.path_of(v) for v in targets if not trainer_internals.taken_into_step_state(v)]
+    if left:
+        raise ValueError(_other_models_step_message(len(targets), left))
+    return targets
+
+
+def _other_models_step_message(count, left):
+    return (
+        "`trainable_variables` must be the values of variables this optimizer "
+        "was built with, but Keras' JAX trainer is training another model: "
+        f"{len(left)} of the {count} variables it was built with are not in "
+        f"the step: {left[:8]}. " + _ONE_OPTIMIZER_PER_MODEL
     )
 
 

@@ -309,7 +309,7 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
                 f"`optimizer.variables` ({len(self.variables)}). Received "
                 f"{len(optimizer_variables)} values."
             )
-        targets = arguments.variables_for(self, list(trainable_variables))
+        targets = arguments.stateless_targets(self, list(trainable_variables))
         mapping = list(zip(targets, trainable_variables)) + list(
             zip(self.variables, optimizer_variables)
         )

@@ -244,3 +244,27 @@ def test_write_back_state_lets_a_callback_change_variables_mid_epoch(jit_compile
 
     model.fit(np.ones((4, 1)), np.ones((4, 1)), batch_size=1, verbose=0, callbacks=[Reset()])
     assert float(keras.ops.convert_to_numpy(model.layers[0].kernel)[0, 0]) == 7.0
+
+
+def test_taken_into_step_state_during_a_jax_fit_only(jit_compile):
+    """JAX's `fit` empties the model's and the optimizer's variables while
+    its steps run; another model's variables keep their values; outside a
+    step, and on the other backends, nothing is taken."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    other = keras.Variable(np.ones(2, "float32"))
+    seen = []
+
+    class Probe(keras.optimizers.SGD):
+        def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+            seen.append([_trainer_internals.taken_into_step_state(v)
+                         for v in (self.iterations, *model.trainable_variables, other)])
+            return super().stateless_apply(optimizer_variables, grads, trainable_variables)
+
+    model.compile(optimizer=Probe(), loss="mse", jit_compile=jit_compile)
+    model.fit(np.ones((2, 2)), np.ones((2, 1)), batch_size=2, verbose=0)
+    if keras.backend.backend() == "jax":
+        assert seen == [[True, True, True, False]]
+    else:
+        assert seen == []  # TensorFlow's and torch's trainers call `apply`.
+    assert not any(_trainer_internals.taken_into_step_state(v)
+                   for v in (model.optimizer.iterations, *model.trainable_variables))
