@@ -138,14 +138,14 @@ def count_update_traces(optimizer):
     one per trace, so the count after warm-up says whether `fit` retraced."""
     counter = {"runs": 0}
     if isinstance(optimizer, lw.LayerwiseOptimizer):
-        updates = optimizer._updates
-        apply = updates.apply
+        stage = optimizer.pipeline["grouped_update"]
+        run = stage.run
 
         def counted(*args, **kwargs):
             counter["runs"] += 1
-            return apply(*args, **kwargs)
+            return run(*args, **kwargs)
 
-        updates.apply = counted
+        stage.run = counted
     return counter
 
 

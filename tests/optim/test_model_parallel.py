@@ -27,7 +27,8 @@ def _shape(hlo_type):
 @only_on("jax")
 def test_model_parallel_matches_single_device_on_jax():
     """A two-block transformer with layer decay, a frozen block, a decay
-    override, a binding global clip, an SGD group on the head, accumulation
+    override, a binding global clip and a trust ratio on a block's updates,
+    an SGD group on the head with a max-norm projection, accumulation
     (2 micro-batches) and EMA: five real `fit` steps on a 2 x 4 mesh equal
     one device; every optimizer variable is sharded like its variable,
     scalars are replicated; the compiled step gathers nothing the plain
@@ -67,9 +68,10 @@ def test_model_parallel_matches_single_device_on_jax():
     # Non-frozen weights: 19 x (AdamW's 2 slots, accumulator, average) and
     # the head's 2 x (SGD momentum, accumulator, average) = 74 tensors
     # sharded like their variables. Scalars: 2 step counters, 2 learning
-    # rates, the micro-step, 4 multipliers, 8 diagnostics = 17 replicated.
+    # rates, the micro-step, 4 multipliers, 9 diagnostics = 18 replicated.
+    # The trust ratio and the projection hold no state.
     assert placement["per_variable"] == 17 * 4 + 2 * 3, out
-    assert placement["scalars"] == 17, out
+    assert placement["scalars"] == 18, out
     # Saved from the mesh to a `.keras` file, loaded on one device: equal.
     assert float(_printed(out, "reloaded_max_abs_diff")) == 0.0, out
     # Keras warns when local and mesh-sharded state are mixed (which fails

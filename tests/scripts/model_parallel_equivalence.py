@@ -114,14 +114,16 @@ def model_parallel():
 
 def layerwise_optimizer(model, options=True):
     """AdamW under layer decay, a frozen block, a decay override, a binding
-    global clip, a group optimizer on the head; with `options`, also
-    accumulation, EMA and per-rule gradient norms."""
+    global clip and a trust ratio on a block's updates, a group optimizer
+    on the head with its columns' norms capped after the step; with
+    `options`, also accumulation, EMA and per-rule gradient norms."""
     rules = lw.layer_decay(model, decay=0.7) + [
         lw.Rule("block_0/.*", frozen=True, name="frozen"),
         lw.Rule(".*(gamma|beta|bias)", weight_decay=0.0, name="no_decay"),
         lw.Rule("block_1/.*", gradient=[lw.clip_by_global_norm(CLIP)],
-                name="clip"),
+                update=[lw.trust_ratio()], name="clip"),
         lw.Rule("head/.*", optimizer=keras.optimizers.SGD(0.05, momentum=0.9), name="head_sgd"),
+        lw.Rule("head/kernel", project=[lw.max_norm(0.5, axis=0)], name="head_norm"),
     ]
     return lw.LayerwiseOptimizer(
         keras.optimizers.AdamW(0.01, weight_decay=0.05), rules,
