@@ -21,12 +21,13 @@ Example:
 import keras
 
 from layerwise import _validation
+from layerwise.optim import serializable
 
 _PACKAGE = "layerwise"
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class Projection(keras.constraints.Constraint):
+class Projection(serializable.WrapsFunction, keras.constraints.Constraint):
     """Wraps a plain callable `weights -> weights` as a projection.
 
     Args:
@@ -35,26 +36,13 @@ class Projection(keras.constraints.Constraint):
             use it; lambdas are refused at load under `safe_mode=True`.
     """
 
-    def __init__(self, fn):
-        if not callable(fn) or isinstance(fn, type):
-            raise TypeError(
-                f"A projection must be callable. Received: projection={fn!r}"
-            )
-        _validation.check_arity(fn, 1, "projection")
-        self.fn = fn
+    n_args = 1
+    signature = "weights -> weights"
+    arg_name = "projection"
+    factory = "Projection"
 
     def __call__(self, w):
         return self.fn(w)
-
-    def get_config(self):
-        return {"fn": keras.saving.serialize_keras_object(self.fn)}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(keras.saving.deserialize_keras_object(config["fn"]))
-
-    def __repr__(self):
-        return f"Projection({getattr(self.fn, '__name__', self.fn)!r})"
 
 
 def max_norm(max_value=2.0, axis=0):
@@ -102,7 +90,7 @@ def as_projection(projection):
     plain callables)."""
     if isinstance(projection, keras.constraints.Constraint):
         return projection
-    if callable(projection) and not isinstance(projection, type):
+    if _validation.is_function(projection):
         return Projection(projection)
     raise TypeError(
         "A projection must be a `keras.constraints.Constraint` or a callable "
@@ -115,5 +103,4 @@ def describe(projection):
     keep `object`'s repr)."""
     if isinstance(projection, Projection):
         return repr(projection)
-    args = ", ".join(f"{k}={v!r}" for k, v in projection.get_config().items())
-    return f"{type(projection).__name__}({args})"
+    return serializable.describe(projection)

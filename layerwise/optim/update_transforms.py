@@ -35,33 +35,23 @@ import keras
 from keras import ops
 
 from layerwise import _validation
+from layerwise.optim import serializable
 from layerwise.optim import transforms as transforms_lib
 
 _PACKAGE = "layerwise"
 
 
-class UpdateTransform:
+class UpdateTransform(serializable.Transform):
     """Base class of update transforms.
 
     Subclasses implement `__call__(updates, grads, weights, learning_rates)
     -> updates` and `get_config()`, and are registered with
     `keras.saving.register_keras_serializable` so rules using them can be
-    saved in `.keras` files.
+    saved in `.keras` files (see `serializable.Transform`).
     """
 
     def __call__(self, updates, grads, weights, learning_rates):
         raise NotImplementedError
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 class PerTensorUpdateTransform(UpdateTransform):
@@ -230,7 +220,7 @@ class RelativeGradientNorm(UpdateTransform):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class PerVariableUpdate(PerTensorUpdateTransform):
+class PerVariableUpdate(serializable.WrapsFunction, PerTensorUpdateTransform):
     """Wraps a plain callable `(update, gradient, weights) -> update`.
 
     Args:
@@ -239,27 +229,13 @@ class PerVariableUpdate(PerTensorUpdateTransform):
             use it; lambdas are refused at load under `safe_mode=True`.
     """
 
-    def __init__(self, fn):
-        if not callable(fn) or isinstance(fn, type):
-            raise TypeError(
-                "An update transform must be callable. "
-                f"Received: transform={fn!r}"
-            )
-        _validation.check_arity(fn, 3, "transform")
-        self.fn = fn
+    n_args = 3
+    signature = "(update, gradient, weights) -> update"
+    arg_name = "transform"
+    factory = "per_variable_update"
 
     def transform_one(self, update, grad, weights, learning_rate):
         return self.fn(update, grad, weights)
-
-    def get_config(self):
-        return {"fn": keras.saving.serialize_keras_object(self.fn)}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(keras.saving.deserialize_keras_object(config["fn"]))
-
-    def __repr__(self):
-        return f"per_variable_update({getattr(self.fn, '__name__', self.fn)!r})"
 
 
 def trust_ratio(trust_coefficient=1.0, eps=0.0, min_norm=0.0):
@@ -349,7 +325,7 @@ def as_update_transform(transform):
             "(`lw.trust_ratio()`, `lw.clip_update(...)`, ...). Received: "
             f"update transform={transform!r}"
         )
-    if callable(transform) and not isinstance(transform, type):
+    if _validation.is_function(transform):
         return PerVariableUpdate(transform)
     raise TypeError(
         "An update transform must be a `layerwise` update transform or a "
