@@ -62,6 +62,10 @@ def max_norm(max_value=2.0, axis=0):
     >>> rule = lw.Rule("dense/kernel", project=[lw.max_norm(3.0)])
     >>> type(rule.project[0]).__name__
     'MaxNorm'
+    >>> # Column norms 5 and 0.5: the first is brought down to 1.
+    >>> w = lw.max_norm(1.0)(keras.ops.convert_to_tensor([[3.0, 0.3], [4.0, 0.4]]))
+    >>> np.round(keras.ops.convert_to_numpy(w).astype("float64"), 4).tolist()
+    [[0.6, 0.3], [0.8, 0.4]]
     """
     max_value = _validation.check_positive_finite(max_value, "max_value")
     return keras.constraints.MaxNorm(max_value, axis=_checked_axis(axis))
@@ -72,8 +76,18 @@ def unit_norm(axis=0):
     projection onto the hypersphere after every step):
     `keras.constraints.UnitNorm(axis)`.
 
+    Args:
+        axis: The axis (or axes) the norms are taken over: 0 for each
+            output unit of a `Dense` kernel `(inputs, units)`.
+
     Returns:
         A `keras.constraints.UnitNorm`.
+
+    Example:
+
+    >>> w = lw.unit_norm(axis=0)(keras.ops.convert_to_tensor([[3.0, 0.3], [4.0, 0.4]]))
+    >>> np.round(keras.ops.convert_to_numpy(w).astype("float64"), 4).tolist()
+    [[0.6, 0.6], [0.8, 0.8]]
     """
     return keras.constraints.UnitNorm(axis=_checked_axis(axis))
 

@@ -241,6 +241,10 @@ class PerVariableUpdate(serializable.WrapsFunction, PerTensorUpdateTransform):
 def trust_ratio(trust_coefficient=1.0, eps=0.0, min_norm=0.0):
     """Scales each update by its trust ratio (LARS, LAMB), on any optimizer.
 
+    The ratio is `trust_coefficient * ||weights|| / ||update /
+    learning_rate||` (optax's `scale_by_trust_ratio` applied to the update
+    before the learning rate), and 1 where either norm is 0.
+
     Args:
         trust_coefficient: Multiplier of the ratio (> 0).
         eps: Added to the update's norm in the denominator (>= 0).
@@ -252,8 +256,11 @@ def trust_ratio(trust_coefficient=1.0, eps=0.0, min_norm=0.0):
     Example:
 
     >>> rule = lw.Rule("encoder/.*", update=[lw.trust_ratio()])
-    >>> rule.update
-    (TrustRatio(trust_coefficient=1.0, eps=0.0, min_norm=0.0),)
+    >>> t = keras.ops.convert_to_tensor
+    >>> # ||w|| = 10, ||u / lr|| = 0.5 / 0.1 = 5: the update doubles.
+    >>> [u] = lw.trust_ratio()([t([0.3, 0.4])], [t([-1.0, -1.0])], [t([6.0, 8.0])], [0.1])
+    >>> [round(float(x), 4) for x in keras.ops.convert_to_numpy(u)]
+    [0.6, 0.8]
     """
     return TrustRatio(trust_coefficient, eps, min_norm)
 
@@ -261,8 +268,20 @@ def trust_ratio(trust_coefficient=1.0, eps=0.0, min_norm=0.0):
 def cautious():
     """timm's cautious masking (C-AdamW, C-Lion), on any optimizer.
 
+    Keeps the coordinates whose update descends (`update * gradient < 0`)
+    and scales them by `1 / max(fraction kept, 1e-3)` over each tensor.
+
     Returns:
         A `Cautious` update transform.
+
+    Example:
+
+    >>> t = keras.ops.convert_to_tensor
+    >>> # Two of four coordinates descend: they are kept, times 2.
+    >>> [u] = lw.cautious()(
+    ...     [t([0.3, -0.4, 0.2, 0.1])], [t([-1.0, -1.0, -1.0, 1.0])], [t([0.0] * 4)], [0.1])
+    >>> [round(float(x), 4) for x in keras.ops.convert_to_numpy(u)]
+    [0.6, 0.0, 0.4, 0.0]
     """
     return Cautious()
 
@@ -270,8 +289,21 @@ def cautious():
 def clip_update(max_norm):
     """Clips each tensor's update to an L2 norm of at most `max_norm`.
 
+    Args:
+        max_norm: The largest L2 norm of a tensor's update (> 0).
+
     Returns:
         A `ClipUpdate` update transform.
+
+    Example:
+
+    >>> t = keras.ops.convert_to_tensor
+    >>> [u, v] = lw.clip_update(1.0)(
+    ...     [t([3.0, 4.0]), t([0.3, 0.4])], [t([1.0, 1.0])] * 2, [t([1.0, 1.0])] * 2, [0.1] * 2)
+    >>> [round(float(x), 4) for x in keras.ops.convert_to_numpy(u)]
+    [0.6, 0.8]
+    >>> [round(float(x), 4) for x in keras.ops.convert_to_numpy(v)]
+    [0.3, 0.4]
     """
     return ClipUpdate(max_norm)
 
@@ -280,27 +312,70 @@ def clip_update_block_rms(threshold):
     """Clips each tensor's update to an RMS of at most `threshold`
     (optax's `clip_by_block_rms`).
 
+    Args:
+        threshold: The largest root mean square of a tensor's update (> 0).
+
     Returns:
         A `ClipUpdateBlockRMS` update transform.
+
+    Example:
+
+    >>> t = keras.ops.convert_to_tensor
+    >>> # rms([1, 7]) = 5: divided by 5 / 1.
+    >>> [u] = lw.clip_update_block_rms(1.0)([t([1.0, 7.0])], [t([1.0, 1.0])], [t([1.0, 1.0])], [0.1])
+    >>> [round(float(x), 4) for x in keras.ops.convert_to_numpy(u)]
+    [0.2, 1.4]
     """
     return ClipUpdateBlockRMS(threshold)
 
 
 def skip_large_updates(max_norm):
     """Lands no update on a rule's variables at a step where their joint
-    update norm reaches `max_norm`.
+    update norm reaches `max_norm` (or is not finite), as optax's
+    `skip_large_updates`; the optimizer's slots still advance.
+
+    Args:
+        max_norm: The joint L2 norm, over the rule's variables, from which
+            a step's updates are dropped (> 0).
 
     Returns:
         A `SkipLargeUpdates` update transform.
+
+    Example:
+
+    >>> t = keras.ops.convert_to_tensor
+    >>> updates, grads, weights = [t([0.6]), t([0.8])], [t([1.0])] * 2, [t([1.0])] * 2
+    >>> # The joint norm is 1.0: below 1.5 it lands, at 1.0 it is dropped.
+    >>> [float(u[0]) for u in lw.skip_large_updates(1.5)(updates, grads, weights, [0.1] * 2)]
+    [0.6..., 0.8...]
+    >>> [float(u[0]) for u in lw.skip_large_updates(1.0)(updates, grads, weights, [0.1] * 2)]
+    [0.0, 0.0]
     """
     return SkipLargeUpdates(max_norm)
 
 
 def relative_gradient_norm():
-    """Auto-RGN: per-tensor rates from the relative gradient norms.
+    """Auto-RGN (Lee et al., 2023): per-tensor rates from the relative
+    gradient norms.
+
+    Each tensor's update is scaled by its `||gradient|| / ||weights||` over
+    the largest among the rule's tensors (a tensor whose weights are all 0
+    keeps its update).
 
     Returns:
         A `RelativeGradientNorm` update transform.
+
+    Example:
+
+    >>> t = keras.ops.convert_to_tensor
+    >>> # Relative norms 0.5 / 5 = 0.1 and 0.05 / 1 = 0.05: factors 1, 0.5.
+    >>> [u, v] = lw.relative_gradient_norm()(
+    ...     [t([1.0, 1.0]), t([1.0, 1.0])], [t([0.3, 0.4]), t([0.05, 0.0])],
+    ...     [t([3.0, 4.0]), t([1.0, 0.0])], [0.1] * 2)
+    >>> [round(float(x), 4) for x in keras.ops.convert_to_numpy(u)]
+    [1.0, 1.0]
+    >>> [round(float(x), 4) for x in keras.ops.convert_to_numpy(v)]
+    [0.5, 0.5]
     """
     return RelativeGradientNorm()
 
@@ -308,8 +383,23 @@ def relative_gradient_norm():
 def per_variable_update(fn):
     """Wraps a callable `(update, gradient, weights) -> update`.
 
+    Args:
+        fn: The callable, called once per variable with its update,
+            gradient and weights (as they were before the update); it
+            returns the new update, of the same shape and dtype. Register
+            it with `keras.saving.register_keras_serializable` to save
+            models that use it.
+
     Returns:
         A `PerVariableUpdate` update transform.
+
+    Example:
+
+    >>> t = keras.ops.convert_to_tensor
+    >>> halve = lw.per_variable_update(lambda u, g, w: 0.5 * u)
+    >>> [u] = halve([t([3.0, 4.0])], [t([1.0, 1.0])], [t([1.0, 1.0])], [0.1])
+    >>> [round(float(x), 4) for x in keras.ops.convert_to_numpy(u)]
+    [1.5, 2.0]
     """
     return PerVariableUpdate(fn)
 
