@@ -322,7 +322,8 @@ def clip_update_block_rms(threshold):
 
     >>> t = keras.ops.convert_to_tensor
     >>> # rms([1, 7]) = 5: divided by 5 / 1.
-    >>> [u] = lw.clip_update_block_rms(1.0)([t([1.0, 7.0])], [t([1.0, 1.0])], [t([1.0, 1.0])], [0.1])
+    >>> [u] = lw.clip_update_block_rms(1.0)(
+    ...     [t([1.0, 7.0])], [t([1.0, 1.0])], [t([1.0, 1.0])], [0.1])
     >>> [round(float(x), 4) for x in keras.ops.convert_to_numpy(u)]
     [0.2, 1.4]
     """

@@ -36,12 +36,15 @@ def _saved(module, name, config):
 
 # Written by commit cb5de24, before `serializable` existed.
 GOLDEN = [
-    (lw.trust_ratio(0.5, 1e-6, 0.1), "TrustRatio(trust_coefficient=0.5, eps=1e-06, min_norm=0.1)",
-     _saved("update_transforms", "TrustRatio", {"trust_coefficient": 0.5, "eps": 1e-06, "min_norm": 0.1})),
+    (lw.trust_ratio(0.5, 1e-6, 0.1),
+     "TrustRatio(trust_coefficient=0.5, eps=1e-06, min_norm=0.1)",
+     _saved("update_transforms", "TrustRatio",
+            {"trust_coefficient": 0.5, "eps": 1e-06, "min_norm": 0.1})),
     (lw.cautious(), "Cautious()", _saved("update_transforms", "Cautious", {})),
     (lw.per_variable_update(_halve), "per_variable_update('_halve')",
      _saved("update_transforms", "PerVariableUpdate", {"fn": _function("_halve")})),
-    (lw.chain(lw.scale(2.0), lw.per_variable(_twice)), "chain(Scale(factor=2.0), per_variable('_twice'))",
+    (lw.chain(lw.scale(2.0), lw.per_variable(_twice)),
+     "chain(Scale(factor=2.0), per_variable('_twice'))",
      _saved("transforms", "Chain", {"transforms": [
          _saved("transforms", "Scale", {"factor": 2.0}),
          _saved("transforms", "PerVariable", {"fn": _function("_twice")}),
@@ -65,7 +68,8 @@ def test_wrapped_functions_are_checked_when_wrapped():
         (lw.Projection, "weights -> weights"),
     ):
         for not_a_function in (3, lw.GradientTransform):
-            with pytest.raises(TypeError, match=re.escape(f"must be a callable `{signature}`. Received")):
+            message = re.escape(f"must be a callable `{signature}`. Received")
+            with pytest.raises(TypeError, match=message):
                 wrap(not_a_function)
         with pytest.raises(TypeError, match=r"must be a callable taking \d positional"):
             wrap(lambda a, b, c, d: a)

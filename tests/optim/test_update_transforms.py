@@ -80,9 +80,21 @@ def test_relative_gradient_norm_keeps_zero_weights_out_of_the_maximum():
     np.testing.assert_allclose(out[1], U[1], rtol=1e-6)  # zero weights: kept
 
 
+def test_cautious_equals_timms_formula_on_random_tensors():
+    rng = np.random.default_rng(0)
+    for dtype in ("float32", "float16"):
+        u, g = (rng.normal(size=(33, 17)).astype(dtype) for _ in range(2))
+        u[0, :5] = 0.0  # a zero update never descends
+        (out,) = _apply(lw.cautious(), [u], [g], [u], [0.1])
+        want = _cautious(u.astype("float32"), g.astype("float32")).astype(dtype)
+        assert out.dtype == dtype
+        np.testing.assert_allclose(out, want, rtol=2e-3 if dtype == "float16" else 1e-6)
+
+
 def test_cautious_drops_a_non_finite_coordinate_it_masks():
     # timm's `update * mask` would keep NaN * 0 = NaN there.
-    (out,) = _apply(lw.cautious(), [np.array([np.nan, 0.3], "float32")], [G[1] * [1, -1]], [W[1]], [0.1])
+    update = np.array([np.nan, 0.3], "float32")
+    (out,) = _apply(lw.cautious(), [update], [G[1] * [1, -1]], [W[1]], [0.1])
     np.testing.assert_allclose(out, [0.0, 0.6], rtol=1e-6)
 
 
