@@ -74,7 +74,7 @@ def _squares(x):
 def _norm(x):
     # float32 sum of squares; the double `where` keeps sqrt's gradient
     # finite at 0 (transforms run inside differentiable code too).
-    squares = ops.sum(ops.square(ops.cast(x, "float32")))
+    squares = _squares(x)
     positive = squares > 0
     return ops.where(positive, ops.sqrt(ops.where(positive, squares, 1.0)), 0.0)
 
@@ -181,7 +181,7 @@ class SkipLargeUpdates(UpdateTransform):
         self.max_norm = _validation.check_positive_finite(max_norm, "max_norm")
 
     def __call__(self, updates, grads, weights, learning_rates):
-        squares = sum(ops.sum(ops.square(ops.cast(u, "float32"))) for u in updates)
+        squares = sum(_squares(u) for u in updates)
         # optax's test, `norm² < max²`, which a NaN norm also fails.
         keep = squares < self.max_norm**2
         return [ops.where(keep, u, ops.zeros_like(u)) for u in updates]
