@@ -26,6 +26,35 @@ def check_arity(fn, n_args, arg_name):
         ) from None
 
 
+def is_function(value):
+    """Whether `value` can stand for a user function: callable, and not a
+    class (a transform class given for its instance is a mistake)."""
+    return callable(value) and not isinstance(value, type)
+
+
+def check_function(fn, n_args, arg_name, signature):
+    """Returns `fn`, or raises unless it is a function (see `is_function`)
+    callable with `n_args` positional arguments.
+
+    Args:
+        fn: The user's function.
+        n_args: How many positional arguments it is called with.
+        arg_name: The argument's name in the message.
+        signature: What it computes, for the message, e.g.
+            `"(gradient, variable) -> gradient"`.
+
+    Returns:
+        `fn`.
+    """
+    if not is_function(fn):
+        raise TypeError(
+            f"`{arg_name}` must be a callable `{signature}`. "
+            f"Received: {arg_name}={fn!r}"
+        )
+    check_arity(fn, n_args, arg_name)
+    return fn
+
+
 def is_real_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 

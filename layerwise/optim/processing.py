@@ -12,18 +12,15 @@ of the non-frozen variables present this step, in this order:
    Keras' `MultiOptimizer` clips each sub-optimizer's gradients).
 """
 
-import collections.abc
-
 import keras
-from keras import ops
 
 from layerwise._internals import optimizers as internals
 from layerwise._internals import trainers as trainer_internals
+from layerwise.optim import symbolic
 
-
-class InvalidGradientsError(TypeError, ValueError):
-    """A gradient hook or transform returned something other than one
-    gradient of the right shape and dtype per variable."""
+# What a gradient hook or transform returning something other than one
+# gradient of the right shape and dtype per variable raises.
+InvalidGradientsError = symbolic.InvalidOutputError
 
 
 def unscale(optimizer, grads):
@@ -52,7 +49,7 @@ def process_gradients(plan, rules, gradient_hook, optimizers, positions, grads, 
     grads = list(grads)
     if gradient_hook is not None:
         new = gradient_hook(list(grads), list(variables))
-        grads = _checked(new, grads, variables, "gradient_hook")
+        grads = symbolic.checked(new, grads, variables, "gradient_hook", "gradients")
     index_of = {p: i for i, p in enumerate(positions)}
     for rule_index, rule_positions in plan.transform_steps:
         idx = [index_of[p] for p in rule_positions if p in index_of]
@@ -62,11 +59,12 @@ def process_gradients(plan, rules, gradient_hook, optimizers, positions, grads, 
         sub_vars = [variables[i] for i in idx]
         rule = rules[rule_index]
         for transform in rule.gradient:
-            sub_grads = _checked(
+            sub_grads = symbolic.checked(
                 transform(sub_grads, sub_vars),
                 sub_grads,
                 sub_vars,
                 f"a gradient transform of rule {rule.name!r} ({transform!r})",
+                "gradients",
             )
         for i, g in zip(idx, sub_grads):
             grads[i] = g
@@ -112,34 +110,3 @@ def check_symbolically(plan, rules, gradient_hook, optimizers):
 def _clips(optimizer):
     return bool(optimizer.clipnorm or optimizer.clipvalue or optimizer.global_clipnorm)
 
-
-def _checked(new_grads, old_grads, variables, what):
-    """Checks a transform's output against its input, at trace time."""
-    if (
-        new_grads is None
-        or ops.is_tensor(new_grads)
-        or not isinstance(new_grads, collections.abc.Iterable)
-    ):
-        raise InvalidGradientsError(
-            f"{what} must return a list of gradients, one per variable. "
-            f"Received: {new_grads!r}"
-        )
-    new_grads = list(new_grads)
-    if len(new_grads) != len(old_grads):
-        raise InvalidGradientsError(
-            f"{what} must return one gradient per variable. Expected "
-            f"{len(old_grads)}, received {len(new_grads)}."
-        )
-    for new, old, variable in zip(new_grads, old_grads, variables):
-        if new is None or tuple(new.shape) != tuple(old.shape):
-            raise InvalidGradientsError(
-                f"{what} must return gradients of the variables' shapes. For "
-                f"variable {variable.path!r} expected shape {tuple(old.shape)}, "
-                f"received {None if new is None else tuple(new.shape)}."
-            )
-        if keras.backend.standardize_dtype(new.dtype) != keras.backend.standardize_dtype(old.dtype):
-            raise InvalidGradientsError(
-                f"{what} must keep the gradients' dtype. For variable "
-                f"{variable.path!r} expected {old.dtype}, received {new.dtype}."
-            )
-    return new_grads

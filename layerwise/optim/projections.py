@@ -21,12 +21,13 @@ Example:
 import keras
 
 from layerwise import _validation
+from layerwise.optim import serializable
 
 _PACKAGE = "layerwise"
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class Projection(keras.constraints.Constraint):
+class Projection(serializable.WrapsFunction, keras.constraints.Constraint):
     """Wraps a plain callable `weights -> weights` as a projection.
 
     Args:
@@ -35,26 +36,13 @@ class Projection(keras.constraints.Constraint):
             use it; lambdas are refused at load under `safe_mode=True`.
     """
 
-    def __init__(self, fn):
-        if not callable(fn) or isinstance(fn, type):
-            raise TypeError(
-                f"A projection must be callable. Received: projection={fn!r}"
-            )
-        _validation.check_arity(fn, 1, "projection")
-        self.fn = fn
+    n_args = 1
+    signature = "weights -> weights"
+    arg_name = "projection"
+    factory = "Projection"
 
     def __call__(self, w):
         return self.fn(w)
-
-    def get_config(self):
-        return {"fn": keras.saving.serialize_keras_object(self.fn)}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(keras.saving.deserialize_keras_object(config["fn"]))
-
-    def __repr__(self):
-        return f"Projection({getattr(self.fn, '__name__', self.fn)!r})"
 
 
 def max_norm(max_value=2.0, axis=0):
@@ -74,6 +62,10 @@ def max_norm(max_value=2.0, axis=0):
     >>> rule = lw.Rule("dense/kernel", project=[lw.max_norm(3.0)])
     >>> type(rule.project[0]).__name__
     'MaxNorm'
+    >>> # Column norms 5 and 0.5: the first is brought down to 1.
+    >>> w = lw.max_norm(1.0)(keras.ops.convert_to_tensor([[3.0, 0.3], [4.0, 0.4]]))
+    >>> np.round(keras.ops.convert_to_numpy(w).astype("float64"), 4).tolist()
+    [[0.6, 0.3], [0.8, 0.4]]
     """
     max_value = _validation.check_positive_finite(max_value, "max_value")
     return keras.constraints.MaxNorm(max_value, axis=_checked_axis(axis))
@@ -84,8 +76,18 @@ def unit_norm(axis=0):
     projection onto the hypersphere after every step):
     `keras.constraints.UnitNorm(axis)`.
 
+    Args:
+        axis: The axis (or axes) the norms are taken over: 0 for each
+            output unit of a `Dense` kernel `(inputs, units)`.
+
     Returns:
         A `keras.constraints.UnitNorm`.
+
+    Example:
+
+    >>> w = lw.unit_norm(axis=0)(keras.ops.convert_to_tensor([[3.0, 0.3], [4.0, 0.4]]))
+    >>> np.round(keras.ops.convert_to_numpy(w).astype("float64"), 4).tolist()
+    [[0.6, 0.6], [0.8, 0.8]]
     """
     return keras.constraints.UnitNorm(axis=_checked_axis(axis))
 
@@ -102,7 +104,7 @@ def as_projection(projection):
     plain callables)."""
     if isinstance(projection, keras.constraints.Constraint):
         return projection
-    if callable(projection) and not isinstance(projection, type):
+    if _validation.is_function(projection):
         return Projection(projection)
     raise TypeError(
         "A projection must be a `keras.constraints.Constraint` or a callable "
@@ -115,5 +117,4 @@ def describe(projection):
     keep `object`'s repr)."""
     if isinstance(projection, Projection):
         return repr(projection)
-    args = ", ".join(f"{k}={v!r}" for k, v in projection.get_config().items())
-    return f"{type(projection).__name__}({args})"
+    return serializable.describe(projection)

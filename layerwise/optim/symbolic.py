@@ -1,9 +1,12 @@
-"""Checks of user functions on symbolic tensors (shapes and dtypes only).
+"""Checks of user functions' outputs, on symbolic tensors (shapes and
+dtypes only) or at trace time.
 
 Update transforms and projections run after the optimizer's update has
 landed, so a wrong return value found in the step would leave changed
 state behind. `keras.KerasTensor`s let the optimizer's `build` run them on
-shapes and dtypes alone, on every backend, before any state exists.
+shapes and dtypes alone, on every backend, before any state exists. The
+gradient hook and gradient transforms are checked the same way (`checked`)
+when the step is traced, before their gradients reach an update.
 """
 
 import collections.abc
@@ -17,8 +20,9 @@ UNKNOWN = object()
 
 
 class InvalidOutputError(TypeError, ValueError):
-    """An update transform or projection returned something other than one
-    tensor of the right shape and dtype per variable."""
+    """A gradient hook, a gradient or update transform or a projection
+    returned something other than one tensor of the right shape and dtype
+    per variable."""
 
 
 def like(variable):
@@ -42,7 +46,22 @@ def call(fn, *args):
 
 def checked(new, old, variables, what, noun):
     """`new` as a list, checked against `old` (same length, shapes and
-    dtypes); raises `InvalidOutputError` naming `what` and the variable."""
+    dtypes).
+
+    Args:
+        new: What the user's function returned.
+        old: What it was given: one tensor per variable.
+        variables: The variables, for the message.
+        what: The function, as the message names it.
+        noun: What the tensors are, plural (`"gradients"`, `"updates"`).
+
+    Returns:
+        `new` as a list.
+
+    Raises:
+        InvalidOutputError: naming `what` and, for a wrong shape or dtype,
+            the variable.
+    """
     if new is None or ops.is_tensor(new) or isinstance(new, keras.KerasTensor) or not isinstance(
         new, collections.abc.Iterable
     ):
@@ -52,7 +71,7 @@ def checked(new, old, variables, what, noun):
     new = list(new)
     if len(new) != len(old):
         raise InvalidOutputError(
-            f"{what} must return one of its {noun} per variable. Expected "
+            f"{what} must return {noun}, one per variable. Expected "
             f"{len(old)}, received {len(new)}."
         )
     for n, o, variable in zip(new, old, variables):

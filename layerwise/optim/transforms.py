@@ -24,32 +24,22 @@ import keras
 from keras import ops
 
 from layerwise import _validation
+from layerwise.optim import serializable
 
 _PACKAGE = "layerwise"
 
 
-class GradientTransform:
+class GradientTransform(serializable.Transform):
     """Base class of gradient transforms.
 
     Subclasses implement `__call__(grads, variables) -> grads` and
     `get_config()`, and are registered with
     `keras.saving.register_keras_serializable` so rules that use them can be
-    saved in `.keras` files.
+    saved in `.keras` files (see `serializable.Transform`).
     """
 
     def __call__(self, grads, variables):
         raise NotImplementedError
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 class PerTensorTransform(GradientTransform):
@@ -186,7 +176,7 @@ class Zero(PerTensorTransform):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class PerVariable(PerTensorTransform):
+class PerVariable(serializable.WrapsFunction, PerTensorTransform):
     """Wraps a plain callable `(gradient, variable) -> gradient`.
 
     Args:
@@ -195,27 +185,13 @@ class PerVariable(PerTensorTransform):
             use it; lambdas are refused at load under `safe_mode=True`.
     """
 
-    def __init__(self, fn):
-        if not callable(fn):
-            raise TypeError(
-                "A gradient transform must be callable. "
-                f"Received: transform={fn!r}"
-            )
-        _validation.check_arity(fn, 2, "transform")
-        self.fn = fn
+    n_args = 2
+    signature = "(gradient, variable) -> gradient"
+    arg_name = "transform"
+    factory = "per_variable"
 
     def transform_one(self, grad, variable):
         return self.fn(grad, variable)
-
-    def get_config(self):
-        return {"fn": keras.saving.serialize_keras_object(self.fn)}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(keras.saving.deserialize_keras_object(config["fn"]))
-
-    def __repr__(self):
-        return f"per_variable({getattr(self.fn, '__name__', self.fn)!r})"
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -340,7 +316,7 @@ def as_transform(transform):
     """Returns `transform` as a `GradientTransform` (wrapping callables)."""
     if isinstance(transform, GradientTransform):
         return transform
-    if callable(transform) and not isinstance(transform, type):
+    if _validation.is_function(transform):
         return PerVariable(transform)
     raise TypeError(
         "A gradient transform must be a `layerwise` transform or a callable "

@@ -431,9 +431,9 @@ class _DropOne(lw.GradientTransform):
     "transform, message",
     [
         (lambda g, v: keras.ops.sum(g), r"rule 'bad'.*l1/kernel.*expected shape \(5, 4\), received \(\)"),
-        (lambda g, v: keras.ops.cast(g, "float16"), r"rule 'bad'.*keep the gradients' dtype.*l1/kernel"),
+        (lambda g, v: keras.ops.cast(g, "float16"), r"rule 'bad'.*keep the variables' dtype.*l1/kernel"),
         (lambda g, v: None, r"rule 'bad'.*l1/kernel.*received None"),
-        (_DropOne(), r"rule 'bad'.*one gradient per variable. Expected 2, received 1"),
+        (_DropOne(), r"rule 'bad'.*must return gradients, one per variable. Expected 2, received 1"),
     ],
     ids=["shape", "dtype", "none", "count"],
 )
@@ -708,14 +708,14 @@ def test_transform_changing_dtype_is_reported():
         keras.optimizers.SGD(),
         [lw.Rule(variable, gradient=lambda g, v: keras.ops.cast(g, "float16"))],
     )
-    with pytest.raises(ValueError, match="keep the gradients' dtype"):
+    with pytest.raises(ValueError, match="keep the variables' dtype"):
         opt.apply([keras.ops.ones(2)], [variable])
 
 
 def test_hook_returning_wrong_count_is_reported():
     variables = [keras.Variable(np.zeros(2, "float32"), name=f"w{i}") for i in range(2)]
     opt = lw.LayerwiseOptimizer(keras.optimizers.SGD(), gradient_hook=lambda g, v: g[:1])
-    with pytest.raises(ValueError, match="gradient_hook must return one gradient per variable"):
+    with pytest.raises(ValueError, match="gradient_hook must return gradients, one per variable"):
         opt.apply([keras.ops.ones(2), keras.ops.ones(2)], variables)
 
 

@@ -80,6 +80,24 @@ def test_relative_gradient_norm_keeps_zero_weights_out_of_the_maximum():
     np.testing.assert_allclose(out[1], U[1], rtol=1e-6)  # zero weights: kept
 
 
+def test_cautious_equals_timms_formula_on_random_tensors():
+    rng = np.random.default_rng(0)
+    for dtype in ("float32", "float16"):
+        u, g = (rng.normal(size=(33, 17)).astype(dtype) for _ in range(2))
+        u[0, :5] = 0.0  # a zero update never descends
+        (out,) = _apply(lw.cautious(), [u], [g], [u], [0.1])
+        want = _cautious(u.astype("float32"), g.astype("float32")).astype(dtype)
+        assert out.dtype == dtype
+        np.testing.assert_allclose(out, want, rtol=2e-3 if dtype == "float16" else 1e-6)
+
+
+def test_cautious_drops_a_non_finite_coordinate_it_masks():
+    # timm's `update * mask` would keep NaN * 0 = NaN there.
+    update = np.array([np.nan, 0.3], "float32")
+    (out,) = _apply(lw.cautious(), [update], [G[1] * [1, -1]], [W[1]], [0.1])
+    np.testing.assert_allclose(out, [0.0, 0.6], rtol=1e-6)
+
+
 def test_skip_large_updates_skips_non_finite_updates():
     nan = [np.array([np.nan, 1.0], "float32")]
     (out,) = _apply(lw.skip_large_updates(10.0), nan, [G[1]], [W[1]], [0.1])
@@ -159,3 +177,35 @@ def test_serialization_round_trip():
         assert repr(restored) == repr(transform)
         for a, b in zip(_apply(restored), _apply(transform)):
             np.testing.assert_array_equal(a, b)
+
+
+def _temporary_bytes(transform, shape):
+    """XLA's temporary bytes of one compiled, donated apply on JAX."""
+    import jax
+
+    variable = keras.Variable(np.ones(shape, "float32"), name="w")
+    optimizer = lw.LayerwiseOptimizer(
+        keras.optimizers.Adam(1e-3), [lw.Rule(".*", update=[transform])]
+    )
+    optimizer.build([variable])
+
+    def step(train, state, grads):
+        return optimizer.stateless_apply(state, grads, train)
+
+    compiled = (
+        jax.jit(step, donate_argnums=(0, 1))
+        .lower([variable.value], [v.value for v in optimizer.variables], [keras.ops.ones(shape)])
+        .compile()
+    )
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+@only_on("jax")
+def test_update_transforms_hold_at_most_one_transient_copy_of_the_weights():
+    # Issue #22's contract, read from the compiled step's buffers (bytes,
+    # not time); `cautious` held two copies (a float mask) before.
+    shape = (64, 64)
+    parameter_bytes = 4 * 64 * 64
+    for transform in ROUND_TRIP[:-1]:
+        temporary = _temporary_bytes(transform, shape)
+        assert temporary <= 1.1 * parameter_bytes, (transform, temporary / parameter_bytes)
