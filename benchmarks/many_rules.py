@@ -5,8 +5,8 @@ rules: 12-45 s). This times `LayerwiseOptimizer(...)` and `build` for
 `--rules` rules over a small MLP (3 `Dense` layers, 6 variables), each rule
 a regular expression on one layer's variables, in two kinds:
 
-- `scale`: every rule sets a constant `lr_scale` (one scalar variable per
-  rule, created by the backend);
+- `scale`: every rule sets a constant `lr_scale` (an entry of the
+  optimizer's one `lr_scales` vector variable);
 - `decay`: every rule sets `weight_decay` only (no variable of its own).
 
 Usage:

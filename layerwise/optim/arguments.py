@@ -13,6 +13,7 @@ import collections
 from layerwise._internals import optimizers as internals
 from layerwise._internals import trainers as trainer_internals
 from layerwise.optim import checks
+from layerwise.optim import multipliers as multipliers_lib
 from layerwise.optim import plan as plan_lib
 from layerwise.optim import rules as rules_lib
 
@@ -35,22 +36,31 @@ def check_rule_optimizers(optimizer, rules):
         checks.check_unowned_optimizer(rule.optimizer, f"rules[{index}].optimizer")
 
 
-def bind_rules(rules, add_scale_variable):
-    """Checks `rules` and returns the optimizer's named copies.
+def bind_rules(rules, state):
+    """Checks `rules` and returns the optimizer's named copies, with the
+    vector holding their constant multipliers.
 
     Args:
         rules: A `Rule` or a list of them.
-        add_scale_variable: Callable `(rule_name, value) -> variable`
-            holding a constant multiplier.
+        state: The optimizer's `StateMaker`.
+
+    Returns:
+        `(bound rules, Multipliers)`.
     """
     rules, names = check_rules(rules)
+    constant = [rule.has_constant_scale for rule in rules]
+    multipliers = multipliers_lib.Multipliers(
+        state, [rule.lr_scale for rule, c in zip(rules, constant) if c]
+    )
     bound = []
-    for name, rule in zip(names, rules):
-        variable = None
-        if rule.has_constant_scale:
-            variable = add_scale_variable(name, rule.lr_scale)
-        bound.append(rule.bind(name, variable))
-    return tuple(bound)
+    index = 0
+    for name, rule, is_constant in zip(names, rules, constant):
+        multiplier = None
+        if is_constant:
+            multiplier = multipliers[index]
+            index += 1
+        bound.append(rule.bind(name, multiplier))
+    return tuple(bound), multipliers
 
 
 def check_rules(rules):

@@ -16,7 +16,6 @@ import weakref
 
 import keras
 
-from layerwise import _validation
 from layerwise._internals import optimizers as internals
 from layerwise.optim import arguments
 from layerwise.optim import checks
@@ -168,7 +167,7 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
             options.accumulate_steps if options.accumulate_steps > 1 else None
         )
         self._state = stage_lib.StateMaker(self)
-        self._rules = arguments.bind_rules(rules, self._add_scale_variable)
+        self._rules, self._multipliers = arguments.bind_rules(rules, self._state)
         optimizers, self._optimizer_of_rule = arguments.distinct_optimizers(optimizer, self._rules)
         for index, owned in enumerate(optimizers):
             owned._layerwise_owner = weakref.ref(self)  # weak: no cycle
@@ -189,21 +188,18 @@ class LayerwiseOptimizer(controls.Controls, keras.optimizers.Optimizer):
     def _key(self, variable):
         return internals.variable_key(self, variable)
 
-    def _add_scale_variable(self, rule_name, value):
-        return self._state.scalar(f"lr_scale_{_validation.variable_name(rule_name)}", value=value)
-
     # ------------------------------------------------------------------
     # The Keras optimizer's public face.
 
     @property
     def variables(self):
-        # The saved order (format 3): the rules' multipliers, each stage's
-        # state in pipeline order, then each optimizer's variables. The
-        # inner optimizer owns the step counter and the learning rate: the
-        # base class's copies are no state of this optimizer (they stay
-        # tracked: TensorFlow's checkpoints refuse a list that shrank).
-        multipliers = [r.scale_variable for r in self._rules if r.scale_variable is not None]
-        return multipliers + self._pipeline.variables + self._updaters.variables
+        # The saved order (format 3): the rules' multipliers (one vector),
+        # each stage's state in pipeline order, then each optimizer's
+        # variables. The inner optimizer owns the step counter and the
+        # learning rate: the base class's copies are no state of this
+        # optimizer (they stay tracked: TensorFlow's checkpoints refuse a
+        # list that shrank).
+        return self._multipliers.variables + self._pipeline.variables + self._updaters.variables
 
     @property
     def pipeline(self):

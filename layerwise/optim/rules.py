@@ -160,22 +160,22 @@ class Rule:
                 f"`name` must be a non-empty string. Received: name={name!r}"
             )
         self.name = name
-        self._scale_variable = None
+        self._multiplier = None
 
     @property
     def lr_scale(self):
         """The multiplier: its current value once bound to an optimizer."""
-        if self._scale_variable is not None:
+        if self._multiplier is not None:
             # The shortest decimal that round-trips the float32 value, so a
             # scale set to 0.2 reads back as 0.2.
-            value = np.float32(keras.ops.convert_to_numpy(self._scale_variable))
+            value = self._multiplier.read()
             return float(np.format_float_positional(value, unique=True, trim="0"))
         return self._lr_scale
 
     @lr_scale.setter
     def lr_scale(self, value):
         value = check_lr_scale(value)
-        if self._scale_variable is None:
+        if self._multiplier is None:
             self._lr_scale = value
             return
         if not _validation.is_real_number(value):
@@ -184,14 +184,14 @@ class Rule:
                 "can only be changed to a number at runtime. Received: "
                 f"lr_scale={value!r}"
             )
-        self._scale_variable.assign(value)
+        self._multiplier.assign(value)
         self._lr_scale = value
 
     @property
-    def scale_variable(self):
-        """The variable holding a constant multiplier once the rule is
-        bound to an optimizer (its state), else `None`."""
-        return self._scale_variable
+    def multiplier(self):
+        """Where a constant multiplier lives once the rule is bound to an
+        optimizer (an entry of its `lr_scales` variable), else `None`."""
+        return self._multiplier
 
     @property
     def sets_lr_scale(self):
@@ -207,19 +207,20 @@ class Rule:
 
     def scale_value(self, step):
         """The multiplier at `step`, as a tensor (used in the train step)."""
-        if self._scale_variable is not None:
-            return self._scale_variable
+        if self._multiplier is not None:
+            return self._multiplier.tensor()
         if isinstance(self._lr_scale, keras.optimizers.schedules.LearningRateSchedule):
             return self._lr_scale(step)
         if callable(self._lr_scale):
             return self._lr_scale(step)
         return self._lr_scale
 
-    def bind(self, name, scale_variable):
-        """Returns a copy of this rule owned by an optimizer."""
+    def bind(self, name, multiplier):
+        """Returns a copy of this rule owned by an optimizer, its constant
+        multiplier (if any) held by `multiplier` (a `Multiplier`)."""
         rule = copy.copy(self)
         rule.name = name
-        rule._scale_variable = scale_variable
+        rule._multiplier = multiplier
         return rule
 
     def describe_scale(self):

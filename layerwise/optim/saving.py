@@ -158,9 +158,9 @@ def load_variables(optimizer, store, version):
     same config), warning and skipping as Keras does when the counts
     differ."""
     if version == 1:
-        variables = format_1_order(optimizer)
+        variables = _per_rule_multipliers(optimizer, format_1_order(optimizer))
     elif version == 2:
-        variables = format_2_order(optimizer)
+        variables = _per_rule_multipliers(optimizer, format_2_order(optimizer))
     else:
         variables = optimizer.variables
     if len(store.keys()) != len(variables):
@@ -173,6 +173,20 @@ def load_variables(optimizer, store, version):
         return
     for index, variable in enumerate(variables):
         variable.assign(store[str(index)])
+
+
+def _per_rule_multipliers(optimizer, ordered):
+    """`ordered` with the multiplier vector replaced by its entries: formats
+    1 and 2 saved one scalar variable per rule with a constant
+    `lr_scale`, in rule order, where format 3 saves the vector."""
+    multipliers = [r.multiplier for r in optimizer.rules if r.multiplier is not None]
+    if not multipliers:
+        return ordered
+    vector = multipliers[0].variable
+    expanded = []
+    for variable in ordered:
+        expanded += multipliers if variable is vector else [variable]
+    return expanded
 
 
 def _own_state_in_creation_order(optimizer):

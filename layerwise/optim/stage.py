@@ -26,6 +26,7 @@ import dataclasses
 import weakref
 
 import keras
+import numpy as np
 
 from layerwise._internals import optimizers as internals
 
@@ -193,6 +194,16 @@ class StateMaker:
             shape=(), initializer=keras.initializers.Constant(value), dtype=dtype,
             aggregation="only_first_replica", name=name,
         )
+
+    def vector(self, name, values):
+        """A float32 vector holding `values`, written by the first replica
+        only (the rules' constant multipliers)."""
+        variable = self._optimizer().add_variable(
+            shape=(len(values),), initializer="zeros", dtype="float32",
+            aggregation="only_first_replica", name=name,
+        )
+        variable.assign(np.asarray(values, "float32"))
+        return variable
 
     def slot(self, variable, name):
         """A zero-initialized variable shaped like `variable`."""

@@ -93,7 +93,7 @@ def test_saved_state_is_each_stage_state_in_pipeline_order():
     opt.build(model.trainable_variables)
     pipeline = opt.pipeline
     expected = (
-        [opt.get_rule("body").scale_variable]
+        [opt.get_rule("body").multiplier.variable]
         + [pipeline["finite_guard"].skipped_steps]
         + pipeline["accumulation"].variables
         + pipeline["moving_average"].variables

@@ -206,13 +206,13 @@ def _reference(opt, model):
 
 def placement(model, optimizer):
     """Counts of the optimizer variables sharded like their variable and of
-    the replicated scalars, the paths of those that are neither, and the
-    number of sharded weights."""
-    mismatched, per_variable, scalars = [], 0, 0
+    the replicated ones (scalars, the multipliers' vector), the paths of
+    those that are neither, and the number of sharded weights."""
+    mismatched, per_variable, replicated = [], 0, 0
     for v in optimizer.variables:
         sharding = v.value.sharding
-        if v.shape == ():
-            scalars += 1
+        if v.shape == () or v.name == "lr_scales":
+            replicated += 1
             if not sharding.is_fully_replicated:
                 mismatched.append(v.path)
             continue
@@ -222,7 +222,7 @@ def placement(model, optimizer):
         else:
             per_variable += 1
     sharded = sum(not w.value.sharding.is_fully_replicated for w in model.weights)
-    return {"per_variable": per_variable, "scalars": scalars,
+    return {"per_variable": per_variable, "replicated": replicated,
             "mismatched": mismatched, "sharded_weights": sharded}
 
 

@@ -122,13 +122,13 @@ _OWN_NAME = (
 )
 _SCALE_VARIABLE = (
     "counts the optimizer's variables: the catch-all rule's constant "
-    "`lr_scale` lives in a variable (`lr_scale_all`, so it can change "
+    "`lr_scale` lives in a variable (`lr_scales`, so it can change "
     "without retracing), one more than the plain optimizer has"
 )
 
 _SAVED_SCALE_VARIABLE = (
     "counts the weights saved in the `.keras` file: the catch-all rule's "
-    "constant `lr_scale` is a variable of the optimizer (`lr_scale_all`), "
+    "constant `lr_scale` is a variable of the optimizer (`lr_scales`), "
     "saved with it, one more than the plain optimizer saves"
 )
 
