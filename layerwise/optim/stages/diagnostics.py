@@ -66,11 +66,7 @@ class Diagnostics(stage.Stage):
     def run(self, record, proceed):
         before = self.snapshot(record.variables)
         proceed(record)
-        self.record(
-            record.plan,
-            lambda index: internals.current_learning_rate(self._updaters.optimizers[index]),
-            record.positions, record.grads, record.variables, before, record.step,
-        )
+        self.write(record, before)
 
     def snapshot(self, variables):
         """The weights before the update, if `update_ratio` or
@@ -79,16 +75,17 @@ class Diagnostics(stage.Stage):
             return None
         return [ops.copy(v.value) for v in variables]
 
-    def record(self, plan, rate_of, positions, grads, variables, before, step):
+    def write(self, record, before):
         """Writes this step's per-rule statistics into the log variables.
 
         Args:
-            plan: The optimizer's `Plan`.
-            rate_of: Callable `optimizer index -> learning rate` (current).
-            positions, grads, variables: As the update saw them.
+            record: The step's `StepRecord`, after the update (its
+                gradients as the update saw them).
             before: What `snapshot` returned.
-            step: The wrapper's step count.
         """
+        plan, positions, grads, variables = (
+            record.plan, record.positions, record.grads, record.variables
+        )
         rules, optimizer_of_rule = self.rules, self._optimizer_of_rule
         members = {rule.name: [] for rule in rules}
         for i, position in enumerate(positions):
@@ -98,9 +95,12 @@ class Diagnostics(stage.Stage):
             idx = members[rule.name]
             values = {}
             if "lr" in self.stats:
-                rate = ops.cast(rate_of(_rate_source(plan, rule, optimizer_of_rule[rule_index])), "float32")
+                source = _rate_source(plan, rule, optimizer_of_rule[rule_index])
+                rate = ops.cast(
+                    internals.current_learning_rate(self._updaters.optimizers[source]), "float32"
+                )
                 if rule.sets_lr_scale:
-                    rate = ops.multiply(rate, ops.cast(rule.scale_value(step), "float32"))
+                    rate = ops.multiply(rate, ops.cast(rule.scale_value(record.step), "float32"))
                 values["lr"] = rate
             if "grad_norm" in self.stats:
                 values["grad_norm"] = _norm([grads[i] for i in idx])
