@@ -53,9 +53,9 @@ class Stage:
         """
 
     def check(self, plan):
-        """Checks, at build and when the plan changes, what would fail in
-        a step (a transform returning another shape), before any state
-        exists or changes.
+        """Checks what would fail in a step (a transform returning another
+        shape), at build and when `set_frozen` changes the plan, before
+        any state exists or changes.
 
         Args:
             plan: The new `Plan`.
