@@ -141,7 +141,6 @@ class Options:
         """The options as they go into the optimizer's config."""
         config = dataclasses.asdict(self)
         config["gradient_hook"] = keras.saving.serialize_keras_object(self.gradient_hook)
-        config["accumulate_steps"] = self.accumulate_steps
         config["log"] = list(self.log)
         return config
 

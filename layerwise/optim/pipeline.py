@@ -83,6 +83,9 @@ class Pipeline:
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names) or None in names:
             raise ValueError(f"Stages must have unique names. Received: {names}")
+        # A stage is on or off for the optimizer's life (its options are
+        # fixed): resolved once, not at every step.
+        self._active = tuple(s for s in self.stages if s.enabled)
 
     def __iter__(self):
         return iter(self.stages)
@@ -123,11 +126,11 @@ class Pipeline:
 
     @property
     def keeps_per_variable_state(self):
-        return any(s.keeps_per_variable_state for s in self.stages if s.enabled)
+        return any(s.keeps_per_variable_state for s in self._active)
 
     def run(self, record):
         """Runs one step through the enabled stages."""
-        active = [s for s in self.stages if s.enabled]
+        active = self._active
 
         def proceed_from(index):
             def proceed(current):
@@ -140,7 +143,7 @@ class Pipeline:
 
     def describe(self):
         """What the enabled stages say of themselves, in pipeline order."""
-        return [d for d in (s.describe() for s in self.stages if s.enabled) if d]
+        return [d for d in (s.describe() for s in self._active) if d]
 
     def __repr__(self):
         return "Pipeline([" + ", ".join(s.name for s in self.stages) + "])"

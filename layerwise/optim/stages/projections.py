@@ -39,11 +39,10 @@ class Projections(stage.Stage):
         proceed(record)
         if not self._chains:
             return
-        for p, i in zip(record.positions, range(len(record.variables))):
+        for p, variable in zip(record.positions, record.variables):
             chain = self._chains.get(p)
             if chain is None:
                 continue
-            variable = record.variables[i]
             value = variable.value
             for projection in chain:
                 value = projection(value)
