@@ -1,11 +1,12 @@
-"""The experiment: every strategy tuned the same way, then measured on seeds.
+"""The experiment: every strategy tuned the same way on every target task,
+then measured on seeds.
 
-For each strategy: its learning rate is chosen on the target validation
-split (seed `seeds[0]`, ties to the lower rate) from one grid shared by
-all; then every seed runs at that rate (regime "tuned") and at the grid's
-highest rate (regime "high", the rate a new head would like, high enough
-to damage pretrained features). The seeds, grid and budget are fixed
-here, not chosen by the command line.
+For each strategy and each target task: the learning rate is chosen on the
+task's validation split (seed `seeds[0]`, ties to the lower rate) from one
+grid shared by all; then every seed runs at that rate. A shift's accuracy
+for a seed is the mean over its tasks (the four corruptions of the
+input-level shift; one task for the others). The seeds, grid and budget are
+fixed here, not chosen by the command line.
 """
 
 import dataclasses
@@ -18,11 +19,6 @@ from layerwise.demo import data as data_lib
 from layerwise.demo import finetune
 from layerwise.demo import model as model_lib
 from layerwise.demo import strategies as strategies_lib
-
-REGIMES = {
-    "tuned": "each strategy at its own rate, chosen on the validation split",
-    "high": "every strategy at the grid's highest rate",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,133 +39,138 @@ class Protocol:
 
 
 DEFAULT = Protocol(
-    grid=(1e-3, 3e-3, 1e-2, 3e-2),
+    grid=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1),
     seeds=(0, 1, 2, 3, 4),
-    budget=finetune.Budget(labels_per_class=5, epochs=8, steps_per_epoch=10, batch_size=10),
+    budget=finetune.Budget(labels_per_class=10, epochs=4, steps_per_epoch=10, batch_size=10),
     pretrain_epochs=15,
 )
-# For tests: every strategy and code path, a few steps each.
+# For tests: every strategy, shift and code path, a few steps each.
 QUICK = Protocol(
     grid=(3e-3, 3e-2),
-    seeds=(0,),
-    budget=finetune.Budget(labels_per_class=5, epochs=1, steps_per_epoch=3, batch_size=10),
+    seeds=(0, 1),
+    budget=finetune.Budget(labels_per_class=2, epochs=2, steps_per_epoch=1, batch_size=10),
     pretrain_epochs=1,
 )
 
 
 @dataclasses.dataclass(frozen=True)
-class StrategyResult:
-    """One strategy's runs.
+class TaskResult:
+    """One strategy on one task: `tuning` maps each rate of the grid to its
+    run with `seeds[0]`; `runs` holds one run per seed at `tuned_rate`."""
 
-    `tuning` maps each rate of the grid to its run with `seeds[0]`;
-    `regimes` maps each name in `REGIMES` to its runs, one per seed.
-    """
-
-    strategy: strategies_lib.Strategy
+    task: str
     tuning: dict
     tuned_rate: float
-    regimes: dict
+    runs: list
 
 
-class _Progress:
-    """One Keras progress bar per phase of a strategy, one tick per epoch.
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One strategy on one shift: a `TaskResult` per task of the shift."""
 
-    In a terminal the bar redraws in place; in a log, one line per phase.
-    """
+    strategy: strategies_lib.Strategy
+    shift: str
+    tasks: list
 
-    def __init__(self, label, runs, epochs, verbose):
-        self.verbose = verbose
-        if verbose:
-            # Marked: the bar's values are those of the run in progress,
-            # not results.
-            print(f"  progress: {label} (per-run values; results in the tables)", flush=True)
-            self.bar = keras.utils.Progbar(
-                runs * epochs, verbose=1 if sys.stdout.isatty() else 2,
-                stateful_metrics=["lr", "val_acc", "source_acc"],
-                unit_name="epoch",
-            )
-        self.done, self.values = 0, []
-
-    def run_started(self, rate):
-        self.values = [("lr", rate)]
-
-    def epoch(self, val_accuracy, source_accuracy):
-        self.done += 1
-        if self.verbose:
-            values = self.values + [("val_acc", val_accuracy), ("source_acc", source_accuracy)]
-            self.bar.update(self.done, values)
-
-
-def _run_all(tuner, plan, progress):
-    runs = {}
-    for rate, seed in plan:
-        progress.run_started(rate)
-        runs[(rate, seed)] = tuner.run(rate, seed, on_epoch=progress.epoch)
-    return runs
-
-
-def run_strategy(strategy, pretrained, digits, protocol, verbose=True):
-    """Tunes one strategy's learning rate, then runs it on every seed.
-
-    Args:
-        strategy: A `Strategy`.
-        pretrained: A `Pretrained`.
-        digits: The `Digits` splits.
-        protocol: A `Protocol`.
-        verbose: Whether to draw progress bars.
-
-    Returns:
-        A `StrategyResult`.
-    """
-    tuner = finetune.FineTuner(strategy, pretrained, digits, protocol.budget)
-    epochs, first = protocol.budget.epochs, protocol.seeds[0]
-    plan = [(rate, first) for rate in protocol.grid]
-    progress = _Progress(
-        f"choosing the rate on validation (seed {first})", len(plan), epochs, verbose
-    )
-    runs = _run_all(tuner, plan, progress)
-    # max() keeps the first of equals: ties go to the lower rate.
-    tuned = max(protocol.grid, key=lambda rate: runs[(rate, first)].val_accuracy)
-    rates = {"tuned": tuned, "high": max(protocol.grid)}
-    plan = [
-        (rate, seed)
-        for rate in dict.fromkeys(rates.values())
-        for seed in protocol.seeds
-        if (rate, seed) not in runs
-    ]
-    progress = _Progress(
-        f"{len(protocol.seeds)} seeds at {_rates_label(rates)}", len(plan), epochs, verbose
-    )
-    runs.update(_run_all(tuner, plan, progress))
-    return StrategyResult(
-        strategy=strategy,
-        tuning={rate: runs[(rate, first)] for rate in protocol.grid},
-        tuned_rate=tuned,
-        regimes={
-            name: [runs[(rate, seed)] for seed in protocol.seeds]
-            for name, rate in rates.items()
-        },
-    )
+    def accuracies(self):
+        """Test accuracy per seed, the mean over the shift's tasks."""
+        return np.mean(
+            [[run.test_accuracy for run in task.runs] for task in self.tasks], axis=0
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class Results:
-    """Everything the report and the figure need: the backend, the
-    `Protocol`, the `Digits`, the source-task accuracy before fine-tuning
-    and one `StrategyResult` per strategy."""
+    """Everything the report and the figure need.
+
+    Args:
+        backend: The Keras backend.
+        protocol: The `Protocol`.
+        shifts: The shifts run, names in `data.SHIFTS`.
+        strategies: The `Strategy`s, the baseline first.
+        source_accuracy: The pretrained network on held-out source images.
+        zero_shot: `{shift: test accuracy}` of the pretrained network
+            before fine-tuning, the mean over the shift's tasks.
+        cells: `{(strategy name, shift): Cell}`.
+    """
 
     backend: str
     protocol: Protocol
-    digits: data_lib.Digits
-    source_before: float
-    strategies: list
+    shifts: tuple
+    strategies: tuple
+    source_accuracy: float
+    zero_shot: dict
+    cells: dict
+
+    def cell(self, strategy, shift):
+        return self.cells[(strategy.name, shift)]
 
 
-def run_experiment(protocol=DEFAULT, strategies=strategies_lib.STRATEGIES, verbose=True):
-    """Pretrains once, then runs `run_strategy` for each strategy.
+class _Progress:
+    """One Keras progress bar per strategy, one tick per run.
+
+    In a terminal the bar redraws in place; in a log, one line per strategy.
+    """
+
+    def __init__(self, runs, verbose):
+        self.verbose, self.done = verbose, 0
+        if verbose:
+            self.bar = keras.utils.Progbar(
+                runs, verbose=1 if sys.stdout.isatty() else 2, unit_name="run",
+                stateful_metrics=["val_acc"],
+            )
+
+    def ran(self, run):
+        self.done += 1
+        if self.verbose:
+            self.bar.update(self.done, [("val_acc", run.val_accuracy)])
+
+
+def run_task(tuner, task, protocol, progress):
+    """Chooses a strategy's rate on `task`, then runs it on every seed.
+
+    Returns:
+        A `TaskResult`.
+    """
+    first = protocol.seeds[0]
+
+    def run(rate, seed):
+        result = tuner.run(task, rate, seed)
+        progress.ran(result)
+        return result
+
+    tuning = {rate: run(rate, first) for rate in protocol.grid}
+    # max() keeps the first of equals: ties go to the lower rate.
+    tuned = max(protocol.grid, key=lambda rate: tuning[rate].val_accuracy)
+    runs = [tuning[tuned]] + [run(tuned, seed) for seed in protocol.seeds[1:]]
+    return TaskResult(task.name, tuning, tuned, runs)
+
+
+def run_strategy(strategy, pretrained, digits, shifts, protocol, verbose=True):
+    """One strategy on every task of `shifts`.
+
+    Returns:
+        `{shift: Cell}`.
+    """
+    tuner = finetune.FineTuner(strategy, pretrained, protocol.budget)
+    tasks = sum(len(digits.shifts[shift]) for shift in shifts)
+    progress = _Progress(tasks * (len(protocol.grid) + len(protocol.seeds) - 1), verbose)
+    return {
+        shift: Cell(
+            strategy, shift,
+            [run_task(tuner, task, protocol, progress) for task in digits.shifts[shift]],
+        )
+        for shift in shifts
+    }
+
+
+def run_experiment(protocol=DEFAULT, shifts=data_lib.SHIFTS,
+                   strategies=strategies_lib.STRATEGIES, verbose=True):
+    """Pretrains once, then runs every strategy on every shift.
 
     Args:
         protocol: A `Protocol`.
+        shifts: Names in `data.SHIFTS`.
         strategies: `Strategy`s to compare; the first is the baseline of
             the report.
         verbose: Whether to print what happens, with progress bars.
@@ -177,48 +178,64 @@ def run_experiment(protocol=DEFAULT, strategies=strategies_lib.STRATEGIES, verbo
     Returns:
         A `Results`.
     """
+    unknown = [shift for shift in shifts if shift not in data_lib.SHIFTS]
+    if unknown or not shifts:
+        raise ValueError(
+            f"`shifts` must be names among {data_lib.SHIFTS}. Received: shifts={shifts!r}"
+        )
     say = print if verbose else (lambda *args, **kwargs: None)
     digits = data_lib.load_digits()
     budget = protocol.budget
     say(
-        f"Source task: digits 0-4, {len(digits.source_train)} training images "
-        f"({len(digits.source_test)} held out).\n"
-        f"Target task: digits 5-9 from {budget.labels_per_class} labelled images "
-        f"per class; rate chosen on {len(digits.target_val)} validation images, "
-        f"results on {len(digits.target_test)} test images.\n"
-        f"Every run: {budget.epochs} epochs x {budget.steps_per_epoch} steps "
-        f"of {budget.batch_size} images; rates {', '.join(f'{r:g}' for r in protocol.grid)}; "
+        f"Source task: digits 0-4, {len(digits.source_train)} training images.\n"
+        + "".join(
+            f"Target, {data_lib.SHIFT_LABELS[shift]}: "
+            + ", ".join(task.name for task in digits.shifts[shift])
+            + f"; {len(digits.shifts[shift][0].val)} validation and "
+            f"{len(digits.shifts[shift][0].test)} test images per task.\n"
+            for shift in shifts
+        )
+        + f"Every run: {budget.labels_per_class} labelled images per class, "
+        f"{budget.epochs} epochs x {budget.steps_per_epoch} steps of "
+        f"{budget.batch_size} images; rates {', '.join(f'{r:g}' for r in protocol.grid)}; "
         f"seeds {', '.join(map(str, protocol.seeds))}.\n",
         flush=True,
     )
     pretrained = model_lib.pretrain(digits, protocol.pretrain_epochs)
-    # Measured the way every run measures it, before its first step.
-    source_before = model_lib.FineTuningModel(pretrained).evaluate(
-        digits.target_val, digits.source_test
-    )[1]
+    net = model_lib.FineTuningModel(pretrained)
+    source_accuracy = net.evaluate(digits.source_test)
+    zero_shot = {
+        shift: float(np.mean([net.evaluate(task.test) for task in digits.shifts[shift]]))
+        for shift in shifts
+    }
     say(
-        f"Pretrained on the source task: source test accuracy {source_before:.3f}.\n",
+        f"Pretrained: {source_accuracy:.3f} on held-out source images; before "
+        "fine-tuning, "
+        + ", ".join(f"{shift}-level {acc:.3f}" for shift, acc in zero_shot.items())
+        + ".\n",
         flush=True,
     )
-    results = []
+    cells = {}
     for index, strategy in enumerate(strategies):
-        inner = getattr(strategy.inner, "__name__", str(strategy.inner))
-        say(
-            f"[{index + 1}/{len(strategies)}] {strategy.name} ({inner}): "
-            f"{strategy.description}", flush=True,
-        )
-        results.append(run_strategy(strategy, pretrained, digits, protocol, verbose))
-    return Results(keras.backend.backend(), protocol, digits, source_before, results)
+        say(f"[{index + 1}/{len(strategies)}] {strategy.name}: {strategy.description}",
+            flush=True)
+        for shift, cell in run_strategy(
+            strategy, pretrained, digits, shifts, protocol, verbose
+        ).items():
+            cells[(strategy.name, shift)] = cell
+    return Results(
+        backend=keras.backend.backend(),
+        protocol=protocol,
+        shifts=tuple(shifts),
+        strategies=tuple(strategies),
+        source_accuracy=source_accuracy,
+        zero_shot=zero_shot,
+        cells=cells,
+    )
 
 
-def _rates_label(rates):
-    if rates["tuned"] == rates["high"]:
-        return f"{rates['tuned']:g} (tuned = highest)"
-    return f"{rates['tuned']:g} (tuned) and {rates['high']:g} (highest)"
-
-
-def summarize(runs, field):
-    """Mean, sample standard deviation and count of `field` over `runs`."""
-    values = np.array([getattr(run, field) for run in runs], dtype="float64")
-    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    return float(values.mean()), std, len(values)
+def summarize(values):
+    """Mean, standard error of the mean and count of `values`."""
+    values = np.asarray(values, dtype="float64")
+    error = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+    return float(values.mean()), error, len(values)

@@ -1,10 +1,9 @@
-"""The demo's network: a small CNN body, pretrained on the source task.
+"""The demo's network: a small CNN, pretrained on the source task.
 
-The body (`conv1`, `conv2`, `dense`) is what fine-tuning may keep or
-damage. Pretraining puts a 5-way `source_head` on it; fine-tuning puts a
-new `head` on a copy of the pretrained body and never trains the source
-head, so the source head on the fine-tuned body measures what is left of
-the source task.
+Its four blocks, input side first, are `conv1`, `conv2`, `dense` (the
+body) and the 5-way `head`. Every target task keeps the source's classes,
+so fine-tuning starts from all four pretrained blocks, head included, as
+in surgical fine-tuning.
 """
 
 import dataclasses
@@ -15,6 +14,7 @@ import numpy as np
 from layerwise.demo import data as data_lib
 
 BODY_BLOCKS = ("conv1", "conv2", "dense")
+BLOCKS = BODY_BLOCKS + ("head",)
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
@@ -33,8 +33,8 @@ def make_body():
     )
 
 
-def make_head(name):
-    head = keras.layers.Dense(5, name=name)
+def make_head():
+    head = keras.layers.Dense(5, name="head")
     head.build((None, 64))
     return head
 
@@ -58,10 +58,10 @@ def fresh_weights(layer, rng):
 
 @dataclasses.dataclass(frozen=True)
 class Pretrained:
-    """The weights of the pretrained body and of the source head."""
+    """The weights of the pretrained body and head."""
 
     body: list
-    source_head: list
+    head: list
 
 
 def accuracy(logits, labels):
@@ -69,7 +69,7 @@ def accuracy(logits, labels):
 
 
 def pretrain(digits, epochs, seed=0, batch_size=32):
-    """Trains the body and a source head on digits 0-4.
+    """Trains the network on the source task (digits 0-4).
 
     Args:
         digits: The `Digits` splits.
@@ -80,7 +80,7 @@ def pretrain(digits, epochs, seed=0, batch_size=32):
     Returns:
         A `Pretrained`.
     """
-    body, head = make_body(), make_head("source_head")
+    body, head = make_body(), make_head()
     rng = np.random.default_rng([seed, 3])
     for layer in body.layers + [head]:
         layer.set_weights(fresh_weights(layer, rng))
@@ -91,15 +91,11 @@ def pretrain(digits, epochs, seed=0, batch_size=32):
     x, y = data_lib.training_stream(train, epochs * steps_per_epoch, batch_size, seed)
     model.fit(x, y, batch_size=batch_size, epochs=epochs,
               steps_per_epoch=steps_per_epoch, shuffle=False, verbose=0)
-    return Pretrained(body=body.get_weights(), source_head=head.get_weights())
+    return Pretrained(body=body.get_weights(), head=head.get_weights())
 
 
 class FineTuningModel:
-    """A pretrained body with a new `head`, and the source head beside it.
-
-    `model` (body + head) is what the optimizer trains. `evaluate` runs the
-    body once on target and source images together and reads the new head
-    on the first and the untrained source head on the second.
+    """The pretrained network, body and head, ready to fine-tune.
 
     Args:
         pretrained: A `Pretrained`.
@@ -108,36 +104,22 @@ class FineTuningModel:
     def __init__(self, pretrained):
         self.pretrained = pretrained
         self.body = make_body()
-        self.body.set_weights(pretrained.body)
-        self.head = make_head("head")
-        self.source_head = make_head("source_head")
-        self.source_head.set_weights(pretrained.source_head)
+        self.head = make_head()
         self.model = keras.Sequential(
             [keras.Input((8, 8, 1)), self.body, self.head], name="fine_tuned"
         )
-        inputs = keras.Input((8, 8, 1))
-        features = self.body(inputs)
-        self._both_heads = keras.Model(
-            inputs, [self.head(features), self.source_head(features)]
-        )
+        self.reset()
 
     @property
     def blocks(self):
         """The layers `layerwise` recipes see as blocks, input side first."""
         return [self.body.get_layer(name) for name in BODY_BLOCKS] + [self.head]
 
-    def reset(self, seed):
-        """The pretrained body and a new head initialized from `seed`."""
+    def reset(self):
+        """Back to the pretrained weights."""
         self.body.set_weights(self.pretrained.body)
-        self.head.set_weights(fresh_weights(self.head, np.random.default_rng([seed, 4])))
+        self.head.set_weights(self.pretrained.head)
 
-    def evaluate(self, target, source):
-        """Accuracies of the new head on `target` and of the source head on
-        `source` (two `Split`s)."""
-        x = np.concatenate([target.x, source.x])
-        target_logits, source_logits = self._both_heads(x, training=False)
-        n = len(target)
-        return (
-            accuracy(keras.ops.convert_to_numpy(target_logits)[:n], target.y),
-            accuracy(keras.ops.convert_to_numpy(source_logits)[n:], source.y),
-        )
+    def evaluate(self, split):
+        """Accuracy on `split` (a `Split`)."""
+        return accuracy(self.model(split.x, training=False), split.y)

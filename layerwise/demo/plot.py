@@ -1,27 +1,22 @@
-"""The demo's figure: both tasks per strategy, the rate chosen, the curves."""
+"""The demo's figure: the table as a heat map, and the block to tune per
+shift."""
 
 import os
 
 import numpy as np
 
+from layerwise.demo import data as data_lib
 from layerwise.demo import experiment
-
-_STYLES = {"tuned": dict(marker="o", linestyle="-"), "high": dict(marker="s", linestyle="--")}
-
-
-def _curve(runs, field):
-    curves = np.array([getattr(run, field) for run in runs], dtype="float64")
-    return curves.mean(axis=0)
+from layerwise.demo import report
 
 
 def plot(results, path):
-    """Writes a 2x2 PNG figure of `results` to `path`.
+    """Writes a PNG figure of `results` to `path`.
 
-    Top left: target vs source accuracy per strategy (mean ± std over
-    seeds), filled at the tuned rate, hollow at the highest rate. Top
-    right: validation accuracy over the grid while choosing the rate.
-    Bottom: target validation and source accuracy over the epochs (mean
-    over seeds), solid at the tuned rate, dashed at the highest rate.
+    Left: a heat map shift x strategy of the target accuracy (mean over
+    seeds), colored by the difference from the baseline (the first
+    strategy). Right: per shift, the accuracy of tuning only block k
+    (mean ± standard error over seeds), with the baseline dashed.
 
     Args:
         results: A `Results`.
@@ -32,57 +27,51 @@ def plot(results, path):
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    protocol = results.protocol
-    colors = plt.get_cmap("tab10").colors
-    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
-    (both, tuning), (target, source) = axes
-    epochs = np.arange(protocol.budget.epochs + 1)
-    for color, result in zip(colors, results.strategies):
-        name = result.strategy.name
-        for regime, style in _STYLES.items():
-            runs = result.regimes[regime]
-            if regime != "tuned" and runs == result.regimes["tuned"]:
-                continue  # Tuned at the highest rate: drawn once, as tuned.
-            t_mean, t_std, _ = experiment.summarize(runs, "test_accuracy")
-            s_mean, s_std, _ = experiment.summarize(runs, "source_accuracy")
-            both.errorbar(
-                t_mean, s_mean, xerr=t_std, yerr=s_std, color=color,
-                marker=style["marker"], markersize=8, capsize=3,
-                markerfacecolor=color if regime == "tuned" else "white",
-                label=name if regime == "tuned" else None,
-            )
-            label = f"{name} ({regime}, {runs[0].learning_rate:g})"
-            target.plot(epochs, _curve(runs, "val_curve"), color=color,
-                        linestyle=style["linestyle"], label=label)
-            source.plot(epochs, _curve(runs, "source_curve"), color=color,
-                        linestyle=style["linestyle"])
-        rates = list(protocol.grid)
-        tuning.plot(rates, [result.tuning[r].val_accuracy for r in rates],
-                    color=color, marker="o", label=name)
-        tuning.plot([result.tuned_rate], [result.tuning[result.tuned_rate].val_accuracy],
-                    color=color, marker="*", markersize=16)
-    for ax in (both, source):
-        ax.axhline(results.source_before, color="gray", linestyle=":", linewidth=1)
-    both.set(xlabel="target accuracy (digits 5-9, test)",
-             ylabel="source task kept (digits 0-4, source head)",
-             title="Both tasks after fine-tuning (dotted: before)\n"
-             "filled: tuned rate, hollow: highest rate; bars: std over seeds")
-    both.legend(loc="lower left", fontsize=8)
-    tuning.set(xscale="log", xlabel="learning rate (the head's)",
-               ylabel=f"target validation accuracy (seed {protocol.seeds[0]})",
-               title="Choosing the rate (star: chosen)")
-    target.set(xlabel="epoch", ylabel="target validation accuracy",
-               title="Learning the target (solid: tuned, dashed: highest rate)")
-    target.legend(fontsize=7, ncol=2)
-    source.set(xlabel="epoch", ylabel="source task kept",
-               title="Forgetting the source (solid: tuned, dashed: highest rate)")
-    for ax in axes.flat:
-        ax.grid(alpha=0.3)
-    budget = protocol.budget
+    baseline = results.strategies[0]
+    shifts, strategies = results.shifts, results.strategies
+    means = np.array([
+        [experiment.summarize(results.cell(s, shift).accuracies())[0] for shift in shifts]
+        for s in strategies
+    ])
+    difference = means - means[0]
+    fig, (heat, blocks) = plt.subplots(
+        1, 2, figsize=(13, 6), gridspec_kw={"width_ratios": [1.1, 1]}
+    )
+    limit = max(float(np.abs(difference).max()), 1e-3)
+    image = heat.imshow(difference, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    for i in range(len(strategies)):
+        for j, shift in enumerate(shifts):
+            bold = strategies[i] is report.best(results, shift)
+            dark = abs(difference[i, j]) > 0.6 * limit
+            heat.text(j, i, f"{means[i, j]:.3f}", ha="center", va="center", fontsize=9,
+                      fontweight="bold" if bold else "normal",
+                      color="white" if dark else "black")
+    heat.set_xticks(range(len(shifts)), [f"{s}-level" for s in shifts])
+    heat.set_yticks(range(len(strategies)), [s.name for s in strategies])
+    heat.set_title(f"Target accuracy (mean over {len(results.protocol.seeds)} seeds; "
+                   f"bold: best)\ncolor: difference from {baseline.name}")
+    fig.colorbar(image, ax=heat, fraction=0.046, pad=0.04)
+
+    surgical = report.surgical(results)
+    colors = dict(zip(data_lib.SHIFTS, ("tab:blue", "tab:orange", "tab:green")))
+    x = np.arange(len(surgical))
+    for shift in shifts:
+        stats = [experiment.summarize(results.cell(s, shift).accuracies()) for s in surgical]
+        blocks.errorbar(x, [m for m, _, _ in stats], yerr=[e for _, e, _ in stats],
+                        color=colors[shift], marker="o", capsize=3,
+                        label=data_lib.SHIFT_LABELS[shift])
+        full = experiment.summarize(results.cell(baseline, shift).accuracies())[0]
+        blocks.axhline(full, color=colors[shift], linestyle="--", linewidth=1)
+    blocks.set_xticks(x, [s.block for s in surgical])
+    blocks.set(xlabel="the one block that trains (input side first)",
+               ylabel="target accuracy (test)",
+               title=f"Tune only block k (bars: standard error)\ndashed: {baseline.name}")
+    blocks.grid(alpha=0.3)
+    blocks.legend(fontsize=8)
+    budget = results.protocol.budget
     fig.suptitle(
-        f"Fine-tuning a CNN pretrained on digits 0-4 to digits 5-9 from "
-        f"{budget.labels_per_class} labels per class; "
-        f"{len(protocol.seeds)} seeds, {results.backend}"
+        "Surgical fine-tuning on digits: a CNN pretrained on digits 0-4, three shifts, "
+        f"{budget.labels_per_class} labels per class; {results.backend}"
     )
     fig.tight_layout()
     folder = os.path.dirname(os.path.abspath(path))

@@ -1,161 +1,221 @@
-"""The demo's printed report: the tables and what they say, as measured."""
+"""The demo's printed report: the table shift x strategy and what it says,
+as measured."""
 
 import math
 import textwrap
 
+from layerwise.demo import data as data_lib
 from layerwise.demo import experiment
+from layerwise.demo import model as model_lib
 
-METRICS = {
-    "test_accuracy": "target accuracy",
-    "source_accuracy": "source task kept",
-}
 # A difference counts when it exceeds this many standard errors of the
 # difference of the two means; smaller ones are called within noise.
-_STANDARD_ERRORS = 2.0
+STANDARD_ERRORS = 2.0
+# Where Lee et al. (2023) find the block to tune alone, per shift: the
+# first block, a middle one, the last layer.
+PAPER = {
+    "input": ("conv1",),
+    "feature": ("conv2", "dense"),
+    "output": ("head",),
+}
+_PAPER_WORDS = {"input": "the first block", "feature": "a middle block",
+                "output": "the last layer"}
 
 
-def _pm(mean, std):
-    return f"{mean:.3f} ± {std:.3f}"
-
-
-def tuning_table(results):
-    """Validation accuracy of every rate of the grid (seed 0), `*` on the
-    chosen one."""
-    grid = results.protocol.grid
-    lines = [
-        f"Choosing the rate: target validation accuracy, seed "
-        f"{results.protocol.seeds[0]} (* = chosen)",
-        f"{'strategy':<20}" + "".join(f"{rate:>9.0e}" for rate in grid),
-    ]
-    for result in results.strategies:
-        cells = "".join(
-            f"{result.tuning[rate].val_accuracy:>8.3f}"
-            + ("*" if rate == result.tuned_rate else " ")
-            for rate in grid
-        )
-        lines.append(f"{result.strategy.name:<20}{cells}".rstrip())
-    return "\n".join(lines)
-
-
-def regime_table(results, regime):
-    """One row per strategy: rate, accuracies (mean ± std over seeds), time
-    per step and optimizer state in the given regime."""
-    seeds = len(results.protocol.seeds)
-    lines = [
-        f"{regime}: {experiment.REGIMES[regime]} (mean ± std over {seeds} seeds)",
-        f"{'strategy':<20}{'rate':>7}{'target acc':>16}{'source acc':>16}"
-        f"{'ms/step':>9}{'optimizer state':>17}",
-    ]
-    for result in results.strategies:
-        runs = result.regimes[regime]
-        if regime != "tuned" and runs == result.regimes["tuned"]:
-            # Its tuned rate is this one: the same runs, not a second result.
-            lines.append(
-                f"{result.strategy.name:<20}{runs[0].learning_rate:>7.0e}"
-                "   the tuned runs above (its tuned rate is this one)"
-            )
-            continue
-        target = experiment.summarize(runs, "test_accuracy")
-        source = experiment.summarize(runs, "source_accuracy")
-        ms = experiment.summarize(runs, "ms_per_step")[0]
-        state = max(run.state_size for run in runs)
-        lines.append(
-            f"{result.strategy.name:<20}{runs[0].learning_rate:>7.0e}"
-            f"{_pm(*target[:2]):>16}{_pm(*source[:2]):>16}{ms:>9.1f}{state:>17,}"
-        )
-    return "\n".join(lines)
-
-
-def compare(runs, baseline, field):
+def compare(values, baseline):
     """`"better"`, `"worse"` or `"within noise"`, and the difference of the
-    means of `field` between `runs` and `baseline`."""
-    m1, s1, n1 = experiment.summarize(runs, field)
-    m0, s0, n0 = experiment.summarize(baseline, field)
+    means of `values` and `baseline` (per-seed accuracies)."""
+    m1, e1, _ = experiment.summarize(values)
+    m0, e0, _ = experiment.summarize(baseline)
     difference = m1 - m0
-    error = math.sqrt(s1**2 / n1 + s0**2 / n0)
-    if abs(difference) <= _STANDARD_ERRORS * error or difference == 0:
+    if difference == 0 or abs(difference) <= STANDARD_ERRORS * math.hypot(e1, e0):
         return "within noise", difference
     return ("better" if difference > 0 else "worse"), difference
 
 
-_REGIME_LABELS = {"tuned": "tuned rates", "high": "highest rate"}
+def _mean(results, strategy, shift):
+    return experiment.summarize(results.cell(strategy, shift).accuracies())[0]
 
 
-def verdict(results):
-    """Which strategies beat the first one (the baseline), per regime and
-    metric, and by how much; says so when none does."""
-    baseline, others = results.strategies[0], results.strategies[1:]
-    lines = [
-        f"Against {baseline.strategy.name} (better or worse: a difference of the "
-        f"means beyond {_STANDARD_ERRORS:g} standard errors; else within noise):"
-    ]
-    for regime in experiment.REGIMES:
-        for index, (field, label) in enumerate(METRICS.items()):
-            groups = {"better": [], "within noise": [], "worse": []}
-            for result in others:
-                outcome, difference = compare(
-                    result.regimes[regime], baseline.regimes[regime], field
-                )
-                groups[outcome].append(f"{result.strategy.name} {difference:+.3f}")
-            parts = [f"{k}: {', '.join(v)}" for k, v in groups.items() if v]
-            if not groups["better"]:
-                parts.insert(0, "none better")
-            head = _REGIME_LABELS[regime] if index == 0 else ""
-            lines.append(f"  {head:<14}{label:<18}{'; '.join(parts)}")
-    return "\n".join(lines)
+def best(results, shift, candidates=None):
+    """The strategy with the highest mean accuracy on `shift` among
+    `candidates` (default: all; ties to the first listed)."""
+    candidates = results.strategies if candidates is None else candidates
+    return max(candidates, key=lambda s: _mean(results, s, shift))
 
 
-def when_to_use(results):
-    """Which strategy to reach for, read off the measured tables by one
-    stated rule (a difference beyond 2 standard errors), printed first."""
+def surgical(results):
+    """The surgical strategies (one block trains), input side first."""
+    return [s for s in results.strategies if s.block is not None]
+
+
+def table(results):
+    """Target test accuracy, mean ± standard error over seeds, one row per
+    strategy and one column per shift; `+`/`-` mark better/worse than the
+    baseline by the stated rule, `*` the best of each column."""
     baseline = results.strategies[0]
-    name = baseline.strategy.name
+    seeds = len(results.protocol.seeds)
+    width = 20
     lines = [
-        "When to use which, from the tables below (a difference counts beyond "
-        f"{_STANDARD_ERRORS:g} standard errors of the difference of the means; "
-        f"{len(results.protocol.seeds)} seeds):"
+        f"Target accuracy (test), mean ± standard error over {seeds} seeds, each "
+        "strategy at its rate chosen on validation",
+        f"(+/-: better/worse than {baseline.name} by more than {STANDARD_ERRORS:g} standard "
+        "errors of the difference; *: highest mean of the column)",
+        f"{'strategy':<{width}}" + "".join(f"{shift + '-level':>19}" for shift in results.shifts),
+        f"{'no fine-tuning':<{width}}"
+        + "".join(f"{results.zero_shot[shift]:>15.3f}    " for shift in results.shifts).rstrip(),
     ]
-    for regime, label in (("tuned", "If you can tune the rate"),
-                          ("high", "If the rate must be high (the new head's)")):
-        better = {field: [] for field in METRICS}
-        for result in results.strategies[1:]:
-            for field in METRICS:
-                outcome, difference = compare(
-                    result.regimes[regime], baseline.regimes[regime], field
-                )
-                if outcome == "better":
-                    better[field].append(f"{result.strategy.name} {difference:+.3f}")
-        target = _who(better["test_accuracy"], f"beat{{s}} {name} on the target",
-                      f"nothing beats {name} on the target")
-        source = _who(better["source_accuracy"], "keep{s} more of the source task",
-                      "none keeps more of the source task")
-        lines.append(f"  {label}: {target}; {source}.")
+    for strategy in results.strategies:
+        cells = ""
+        for shift in results.shifts:
+            accuracies = results.cell(strategy, shift).accuracies()
+            mean, error, _ = experiment.summarize(accuracies)
+            mark = ""
+            if strategy is not baseline:
+                outcome, _ = compare(accuracies, results.cell(baseline, shift).accuracies())
+                mark = {"better": "+", "worse": "-"}.get(outcome, "")
+            if strategy is best(results, shift):
+                mark += "*"
+            cells += f"{mean:>9.3f} ± {error:.3f}{mark:<3}"
+        lines.append(f"{strategy.name:<{width}}{cells}".rstrip())
     return "\n".join(lines)
 
 
-def _who(names, verb, nobody):
-    """`"a, b beat ..."`, `"a beats ..."` (`verb` with `{s}`), or `nobody`."""
-    if not names:
-        return nobody
-    return f"{', '.join(names)} {verb.format(s='s' if len(names) == 1 else '')}"
+def findings(results):
+    """The sentences the table supports: per shift, which strategy wins
+    and which block is best to tune alone against the paper's; then
+    Auto-RGN against the best block."""
+    baseline = results.strategies[0]
+    lines = ["What the table says (differences against "
+             f"{baseline.name}; the rule: beyond {STANDARD_ERRORS:g} standard errors):"]
+    reproduced = []
+    for shift in results.shifts:
+        base = results.cell(baseline, shift).accuracies()
+        winner = best(results, shift)
+        outcome, difference = compare(results.cell(winner, shift).accuracies(), base)
+        if winner is baseline:
+            wins = f"{baseline.name} itself has the highest mean"
+        elif outcome == "better":
+            wins = f"{winner.name} wins ({difference:+.3f}, beyond noise)"
+        else:
+            wins = (f"{winner.name} has the highest mean ({difference:+.3f}), "
+                    f"{outcome} against {baseline.name}")
+        verdict, block_words = _paper_block(results, shift)
+        reproduced.append(verdict)
+        lines.append(
+            f"  {data_lib.SHIFT_LABELS[shift]}: {wins}. {block_words}: {verdict}."
+        )
+    missed = [s for s, v in zip(results.shifts, reproduced) if v == _NOT]
+    tied = [s for s, v in zip(results.shifts, reproduced) if v == _TIED]
+    if missed:
+        lines.append("  The paper's pattern (first / middle / last) does NOT reproduce "
+                     f"here for: {', '.join(missed)}-level.")
+    elif tied:
+        lines.append("  The paper's pattern (first / middle / last) reproduces, within "
+                     f"noise only for: {', '.join(tied)}-level.")
+    else:
+        lines.append("  The paper's pattern (first / middle / last) reproduces on every "
+                     "shift run here.")
+    lines.extend(_per_tensor(results))
+    return "\n".join(lines)
+
+
+_REPRODUCED, _TIED, _NOT = "reproduced", "reproduced within noise", "NOT reproduced"
+
+
+def _paper_block(results, shift):
+    """Whether the best block to tune alone on `shift` is the paper's:
+    `_REPRODUCED` if one of the paper's blocks has the highest mean,
+    `_TIED` if one is within noise of it, else `_NOT`; and the sentence
+    that says which blocks."""
+    candidates = surgical(results)
+    top = best(results, shift, candidates)
+    expected = PAPER[shift]
+    words = f"{_PAPER_WORDS[shift]} ({' or '.join(expected)})"
+    sentence = (f"Best block to tune alone: {top.block} "
+                f"({_mean(results, top, shift):.3f}); the paper's is {words}")
+    if top.block in expected:
+        return _REPRODUCED, sentence
+    paper = best(results, shift, [s for s in candidates if s.block in expected])
+    outcome, difference = compare(results.cell(paper, shift).accuracies(),
+                                  results.cell(top, shift).accuracies())
+    sentence += f", {paper.block} {difference:+.3f} against it ({outcome})"
+    return (_TIED if outcome == "within noise" else _NOT), sentence
+
+
+def _per_tensor(results):
+    """Auto-RGN and the trust ratio against the best block, per shift."""
+    lines = []
+    by_name = {s.name: s for s in results.strategies}
+    for name in ("Auto-RGN", "trust ratio"):
+        if name not in by_name:
+            continue
+        parts = []
+        for shift in results.shifts:
+            top = best(results, shift, surgical(results))
+            outcome, difference = compare(
+                results.cell(by_name[name], shift).accuracies(),
+                results.cell(top, shift).accuracies(),
+            )
+            parts.append(f"{shift}-level {difference:+.3f} ({outcome})")
+        lines.append(f"  {name}, with no choice of blocks, against the best block to tune "
+                     f"alone: {'; '.join(parts)}.")
+    return lines
+
+
+def tasks_table(results):
+    """Test accuracy per task of the shifts with several tasks (mean over
+    seeds): what a shift's mean is made of."""
+    shifts = [shift for shift in results.shifts
+              if len(results.cell(results.strategies[0], shift).tasks) > 1]
+    if not shifts:
+        return None
+    tasks = [(shift, index, task.task) for shift in shifts
+             for index, task in enumerate(results.cell(results.strategies[0], shift).tasks)]
+    lines = ["Per task (mean over seeds): "
+             + "; ".join(f"{shift}-level: " + ", ".join(
+                 t.task for t in results.cell(results.strategies[0], shift).tasks)
+                 for shift in shifts),
+             f"{'strategy':<20}" + "".join(f"{name[:10]:>11}" for _, _, name in tasks)]
+    for strategy in results.strategies:
+        cells = "".join(
+            f"{experiment.summarize([r.test_accuracy for r in results.cell(strategy, shift).tasks[index].runs])[0]:>11.3f}"
+            for shift, index, _ in tasks
+        )
+        lines.append(f"{strategy.name:<20}{cells}")
+    return "\n".join(lines)
+
+
+def rates_table(results):
+    """The rate each strategy chose on each task."""
+    tasks = [(shift, task.task) for shift in results.shifts
+             for task in results.cell(results.strategies[0], shift).tasks]
+    lines = ["Rates chosen on validation (seed "
+             f"{results.protocol.seeds[0]}), per task",
+             f"{'strategy':<20}" + "".join(f"{name[:10]:>11}" for _, name in tasks)]
+    for strategy in results.strategies:
+        rates = [task.tuned_rate for shift in results.shifts
+                 for task in results.cell(strategy, shift).tasks]
+        lines.append(f"{strategy.name:<20}" + "".join(f"{rate:>11.0e}" for rate in rates))
+    return "\n".join(lines)
 
 
 def notes(results):
     """What the columns measure."""
     return textwrap.fill(
-        "target acc: digits 5-9, test split. source acc: digits 0-4 "
-        "(held out) read by the source head on the fine-tuned body; "
-        f"{results.source_before:.3f} before fine-tuning. "
-        "ms/step: median wall time of a training step (disturbed by anything "
-        "else running on the machine). optimizer state: "
-        "sum(size of v for v in optimizer.variables), at the end of a run.",
+        "The network (blocks " + ", ".join(model_lib.BLOCKS) + ") was pretrained on "
+        f"digits 0-4 ({results.source_accuracy:.3f} on held-out source images). "
+        "input-level: held-out digits 0-4 with noise, blur, contrast inversion or "
+        "translation, the mean over the four; feature-level: digits 5-9 as the classes of "
+        "0-4 they look like; output-level: held-out digits 0-4 with labels "
+        "remapped. A shift's accuracy per seed is the mean over its tasks; the "
+        "standard error is over seeds.",
         width=88,
     )
 
 
 def report(results):
-    """The whole printed report, as one string."""
-    tables = [regime_table(results, regime) for regime in experiment.REGIMES]
-    parts = [when_to_use(results), tuning_table(results), *tables, notes(results),
-             verdict(results)]
-    return "\n\n".join(parts)
+    """The whole printed report, as one string: the table first."""
+    parts = [table(results), findings(results), tasks_table(results),
+             rates_table(results), notes(results)]
+    return "\n\n".join(part for part in parts if part)

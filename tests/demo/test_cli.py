@@ -77,3 +77,10 @@ def test_backend_flag_runs_the_demo_on_that_backend(tmp_path):
     if "tensorflow" not in (loaded, wanted):
         # Nothing imported TensorFlow, so none of its log lines.
         assert "oneDNN" not in completed.stderr and "absl" not in completed.stderr
+
+
+def test_shift_flag_names_one_shift():
+    assert cli.parse_args([]).shift is None
+    assert cli.parse_args(["--shift", "feature"]).shift == "feature"
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--shift", "weather"])

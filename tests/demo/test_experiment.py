@@ -1,11 +1,14 @@
-"""The demo end to end, on its `--quick` budget, in this process."""
+"""The demo end to end, on its `--quick` budget, in this process; the
+report's rule and sentences on made-up results."""
 
 import math
 import types
 
+import numpy as np
 import pytest
 
 from layerwise.demo import cli
+from layerwise.demo import data
 from layerwise.demo import experiment
 from layerwise.demo import report
 from layerwise.demo import strategies
@@ -25,50 +28,63 @@ def quick(tmp_path_factory):
     return results, root / "cache" / "layerwise" / "demo.png"
 
 
-def test_every_strategy_has_finite_results_in_every_regime(quick):
+def test_every_strategy_runs_on_every_task_of_every_shift(quick):
     results, _ = quick
-    assert [r.strategy.name for r in results.strategies] == [
-        s.name for s in strategies.STRATEGIES]
-    for result in results.strategies:
-        assert result.tuned_rate in experiment.QUICK.grid
-        assert set(result.regimes) == set(experiment.REGIMES)
-        for runs in result.regimes.values():
-            assert [run.seed for run in runs] == list(experiment.QUICK.seeds)
-            for run in runs:
-                for value in (run.val_accuracy, run.test_accuracy, run.source_accuracy,
-                              *run.val_curve, *run.source_curve):
-                    assert 0.0 <= value <= 1.0
-                assert len(run.val_curve) == experiment.QUICK.budget.epochs + 1
-                assert math.isfinite(run.ms_per_step) and run.ms_per_step > 0
-                assert run.state_size > 0
+    protocol = experiment.QUICK
+    assert results.shifts == data.SHIFTS
+    assert [s.name for s in results.strategies] == [s.name for s in strategies.STRATEGIES]
+    tasks = {"input": list(data.CORRUPTIONS), "feature": ["digits 5-9"],
+             "output": ["labels remapped"]}
+    for strategy in results.strategies:
+        for shift in data.SHIFTS:
+            cell = results.cell(strategy, shift)
+            assert [t.task for t in cell.tasks] == tasks[shift]
+            for task in cell.tasks:
+                assert set(task.tuning) == set(protocol.grid)
+                assert task.tuned_rate in protocol.grid
+                assert task.runs[0] is task.tuning[task.tuned_rate]
+                assert [r.seed for r in task.runs] == list(protocol.seeds)
+                assert {r.learning_rate for r in task.runs} == {task.tuned_rate}
+                for run in task.runs:
+                    assert 0.0 <= run.val_accuracy <= 1.0 and 0.0 <= run.test_accuracy <= 1.0
+            accuracies = cell.accuracies()
+            assert accuracies.shape == (len(protocol.seeds),)
+            expected = np.mean([[r.test_accuracy for r in t.runs] for t in cell.tasks], axis=0)
+            np.testing.assert_allclose(accuracies, expected)
 
 
-def test_the_high_regime_runs_at_the_highest_rate(quick):
+def test_the_rate_chosen_is_the_best_on_validation_ties_to_the_lower(quick):
     results, _ = quick
-    for result in results.strategies:
-        assert {run.learning_rate for run in result.regimes["high"]} == {max(experiment.QUICK.grid)}
-        assert {run.learning_rate for run in result.regimes["tuned"]} == {result.tuned_rate}
+    for cell in results.cells.values():
+        for task in cell.tasks:
+            best = max(run.val_accuracy for run in task.tuning.values())
+            lowest = min(rate for rate, run in task.tuning.items() if run.val_accuracy == best)
+            assert task.tuned_rate == lowest
 
 
-def test_frozen_body_keeps_the_source_task_and_holds_only_the_heads_slots(quick):
+def test_no_fine_tuning_is_the_pretrained_network(quick):
     results, _ = quick
-    by_name = {r.strategy.name: r for r in results.strategies}
-    frozen = by_name["frozen body"].regimes["tuned"][0]
-    one_rate = by_name["one rate"].regimes["tuned"][0]
-    assert frozen.source_accuracy == pytest.approx(results.source_before)
-    head = 64 * 5 + 5
-    assert frozen.state_size == 2 * head + 2  # Adam's m and v, step, rate
-    assert one_rate.state_size > 100 * frozen.state_size
+    # Output-level: the same images, every label changed; the source
+    # network is right on (nearly) none of them.
+    assert results.zero_shot["output"] <= 1.0 - results.source_accuracy + 0.05
 
 
-def test_report_lists_every_strategy_in_every_table(quick, capsys):
+def test_report_leads_with_the_table_and_lists_every_cell(quick):
     results, _ = quick
     text = report.report(results)
-    for table in text.split("\n\n")[1:4]:  # after "When to use which"
-        for strategy in strategies.STRATEGIES:
-            assert f"\n{strategy.name} " in table
-    assert "Against one rate" in text
+    assert text.startswith("Target accuracy (test), mean ± standard error over 2 seeds")
+    table = text.split("\n\n")[0]
+    for shift in data.SHIFTS:
+        assert f"{shift}-level" in table.splitlines()[2]
+    for strategy in strategies.STRATEGIES:
+        row = next(line for line in table.splitlines() if line.startswith(strategy.name + " "))
+        assert row.count("±") == 3
     assert "nan" not in text
+    findings = text.split("\n\n")[1]
+    for label in data.SHIFT_LABELS.values():
+        assert label in findings
+    assert "The paper's pattern (first / middle / last)" in findings
+    assert "Auto-RGN, with no choice of blocks" in findings
 
 
 def test_the_figure_goes_to_the_cache_by_default(quick):
@@ -76,46 +92,105 @@ def test_the_figure_goes_to_the_cache_by_default(quick):
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_report_says_when_to_use_which_first(quick):
-    results, _ = quick
-    text = report.report(results)
-    assert text.startswith("When to use which, from the tables below")
-    first = text.split("\n\n")[0]
-    assert "If you can tune the rate: " in first and "If the rate must be high" in first
-    assert first.count("one rate on the target") == 2
+def test_one_shift_runs_alone(tmp_path):
+    results = cli.run(cli.parse_args(
+        ["--quick", "--shift", "output", "--output", str(tmp_path / "one.png")]))
+    assert results.shifts == ("output",)
+    assert {shift for _, shift in results.cells} == {"output"}
+    assert "output-level" in report.report(results)
+    assert (tmp_path / "one.png").exists()
 
 
-def test_high_table_does_not_repeat_the_tuned_runs(quick):
-    """A strategy tuned at the highest rate has one set of runs: the high
-    table points to them instead of printing the same row again."""
-    results, _ = quick
-    high = report.regime_table(results, "high").splitlines()
-    for result in results.strategies:
-        row = next(line for line in high if line.startswith(result.strategy.name + " "))
-        same = result.tuned_rate == max(experiment.QUICK.grid)
-        assert ("the tuned runs above" in row) == same
-        assert ("±" in row) != same
+def test_unknown_shift_is_refused_before_anything_runs():
+    with pytest.raises(ValueError, match="`shifts` must be names among"):
+        experiment.run_experiment(experiment.QUICK, shifts=("weather",), verbose=False)
 
 
-def _runs(values):
-    return [types.SimpleNamespace(test_accuracy=v) for v in values]
+def _cell(values):
+    run = lambda v: types.SimpleNamespace(test_accuracy=v)  # noqa: E731
+    return types.SimpleNamespace(tasks=[types.SimpleNamespace(runs=[run(v) for v in values])],
+                                 accuracies=lambda: np.array(values))
+
+
+def _made_up(best_block, seeds=5):
+    """Results where tuning `best_block[shift]` alone gives 0.9 and every
+    other strategy 0.8 (with a small spread), on every shift."""
+    spread = np.linspace(-0.01, 0.01, seeds)
+    cells = {}
+    for strategy in strategies.STRATEGIES:
+        for shift in data.SHIFTS:
+            top = strategy.block == best_block[shift]
+            cells[(strategy.name, shift)] = _cell(list((0.9 if top else 0.8) + spread))
+    return experiment.Results(
+        backend="made up", protocol=experiment.DEFAULT, shifts=data.SHIFTS,
+        strategies=strategies.STRATEGIES, source_accuracy=1.0,
+        zero_shot=dict.fromkeys(data.SHIFTS, 0.5), cells=cells)
+
+
+def test_findings_say_the_pattern_reproduces_when_it_does():
+    results = _made_up({"input": "conv1", "feature": "dense", "output": "head"})
+    text = report.findings(results)
+    assert text.count(": reproduced.") == 3
+    assert "only conv1 wins (+0.100, beyond noise)" in text
+    assert "reproduces on every shift run here" in text
+    assert "Auto-RGN, with no choice of blocks, against the best block to tune alone: " \
+           "input-level -0.100 (worse)" in text
+
+
+def test_findings_say_so_plainly_when_it_does_not():
+    results = _made_up({"input": "head", "feature": "conv1", "output": "head"})
+    text = report.findings(results)
+    assert ("Best block to tune alone: head (0.900); the paper's is the first block "
+            "(conv1), conv1 -0.100 against it (worse): NOT reproduced.") in text
+    assert "does NOT reproduce here for: input, feature-level" in text
+
+
+def test_findings_say_when_the_papers_block_is_only_within_noise_of_the_best():
+    results = _made_up({"input": "conv2", "feature": "dense", "output": "head"})
+    # conv1 trails conv2 by 0.005 with a spread of +-0.03: within noise.
+    spread = np.linspace(-0.03, 0.03, 5)
+    results.cells[("only conv1", "input")] = _cell(list(0.895 + spread))
+    results.cells[("only conv2", "input")] = _cell(list(0.9 + spread))
+    text = report.findings(results)
+    assert ("Best block to tune alone: conv2 (0.900); the paper's is the first block "
+            "(conv1), conv1 -0.005 against it (within noise): reproduced within noise."
+            ) in text
+    assert "reproduces, within noise only for: input-level" in text
+
+
+def test_table_marks_better_worse_and_best():
+    results = _made_up({"input": "conv1", "feature": "dense", "output": "head"})
+    lines = report.table(results).splitlines()
+    conv1 = next(line for line in lines if line.startswith("only conv1 "))
+    assert "0.900 ± 0.004+*" in conv1
+    full = next(line for line in lines if line.startswith("full fine-tuning "))
+    assert "+" not in full and "*" not in full
 
 
 @pytest.mark.parametrize(
     "values, outcome",
     [
-        # Difference 0.1; sample std 0.115 each, standard error of the
-        # difference sqrt(2 * 0.115**2 / 4) = 0.082: within 2 of them.
+        # Difference 0.1; standard errors 0.0577 each, of the difference
+        # 0.0816: within 2 of them.
         ([0.6, 0.8, 0.6, 0.8], "within noise"),
         # The same difference with a spread 10 times smaller: beyond.
         ([0.69, 0.71, 0.69, 0.71], "better"),
     ],
 )
 def test_verdict_rule_is_two_standard_errors(values, outcome):
-    baseline = _runs([0.5, 0.7, 0.5, 0.7] if outcome == "within noise" else [0.59, 0.61, 0.59, 0.61])
-    got, difference = report.compare(_runs(values), baseline, "test_accuracy")
+    baseline = [0.5, 0.7, 0.5, 0.7] if outcome == "within noise" else [0.59, 0.61, 0.59, 0.61]
+    got, difference = report.compare(values, baseline)
     assert got == outcome
     assert difference == pytest.approx(0.1)
+    assert report.compare(baseline, values)[0] == (
+        "worse" if outcome == "better" else "within noise")
+
+
+def test_summarize_gives_the_standard_error_of_the_mean():
+    mean, error, n = experiment.summarize([1.0, 2.0, 3.0, 4.0])
+    assert (mean, n) == (2.5, 4)
+    assert error == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
+    assert experiment.summarize([0.5]) == (0.5, 0.0, 1)
 
 
 def test_time_since_process_start_includes_start_up():
@@ -124,3 +199,4 @@ def test_time_since_process_start_includes_start_up():
         pytest.skip("no /proc on this system")
     # This test process imported Keras and ran the quick demo before.
     assert since_start > 1.0
+    assert math.isfinite(since_start)
