@@ -18,6 +18,7 @@ import numpy as np
 from layerwise.demo import data as data_lib
 from layerwise.demo import finetune
 from layerwise.demo import model as model_lib
+from layerwise.demo import rgn_view
 from layerwise.demo import strategies as strategies_lib
 
 
@@ -89,9 +90,12 @@ class Results:
         shifts: The shifts run, names in `data.SHIFTS`.
         strategies: The `Strategy`s, the baseline first.
         source_accuracy: The pretrained network on held-out source images.
-        zero_shot: `{shift: test accuracy}` of the pretrained network
-            before fine-tuning, the mean over the shift's tasks.
+        zero_shot: `{shift: {task name: test accuracy}}` of the pretrained
+            network, before fine-tuning.
         cells: `{(strategy name, shift): Cell}`.
+        rgn: `{shift: {task name: {block: ratio}}}`: what Auto-RGN sees
+            before its first step (`rgn_view`), on the labelled images of
+            `seeds[0]`.
     """
 
     backend: str
@@ -101,9 +105,15 @@ class Results:
     source_accuracy: float
     zero_shot: dict
     cells: dict
+    rgn: dict
 
     def cell(self, strategy, shift):
         return self.cells[(strategy.name, shift)]
+
+    def zero_shot_mean(self, shift):
+        """The pretrained network's accuracy on `shift`, the mean over its
+        tasks."""
+        return float(np.mean(list(self.zero_shot[shift].values())))
 
 
 class _Progress:
@@ -205,16 +215,25 @@ def run_experiment(protocol=DEFAULT, shifts=data_lib.SHIFTS,
     net = model_lib.FineTuningModel(pretrained)
     source_accuracy = net.evaluate(digits.source_test)
     zero_shot = {
-        shift: float(np.mean([net.evaluate(task.test) for task in digits.shifts[shift]]))
+        shift: {task.name: net.evaluate(task.test) for task in digits.shifts[shift]}
         for shift in shifts
     }
     say(
         f"Pretrained: {source_accuracy:.3f} on held-out source images; before "
         "fine-tuning, "
-        + ", ".join(f"{shift}-level {acc:.3f}" for shift, acc in zero_shot.items())
+        + ", ".join(f"{shift}-level {np.mean(list(acc.values())):.3f}"
+                    for shift, acc in zero_shot.items())
         + ".\n",
         flush=True,
     )
+    measure = rgn_view.RelativeGradientNorms(pretrained)
+    rgn = {
+        shift: {
+            task.name: measure(task, budget.labels_per_class, protocol.seeds[0])
+            for task in digits.shifts[shift]
+        }
+        for shift in shifts
+    }
     cells = {}
     for index, strategy in enumerate(strategies):
         say(f"[{index + 1}/{len(strategies)}] {strategy.name}: {strategy.description}",
@@ -231,6 +250,7 @@ def run_experiment(protocol=DEFAULT, shifts=data_lib.SHIFTS,
         source_accuracy=source_accuracy,
         zero_shot=zero_shot,
         cells=cells,
+        rgn=rgn,
     )
 
 

@@ -4,6 +4,8 @@ as measured."""
 import math
 import textwrap
 
+import numpy as np
+
 from layerwise.demo import data as data_lib
 from layerwise.demo import experiment
 from layerwise.demo import model as model_lib
@@ -63,7 +65,8 @@ def table(results):
         "errors of the difference; *: highest mean of the column)",
         f"{'strategy':<{width}}" + "".join(f"{shift + '-level':>19}" for shift in results.shifts),
         f"{'no fine-tuning':<{width}}"
-        + "".join(f"{results.zero_shot[shift]:>15.3f}    " for shift in results.shifts).rstrip(),
+        + "".join(f"{results.zero_shot_mean(shift):>15.3f}    "
+                  for shift in results.shifts).rstrip(),
     ]
     for strategy in results.strategies:
         cells = ""
@@ -160,6 +163,13 @@ def _per_tensor(results):
             parts.append(f"{shift}-level {difference:+.3f} ({outcome})")
         lines.append(f"  {name}, with no choice of blocks, against the best block to tune "
                      f"alone: {'; '.join(parts)}.")
+        if name == "Auto-RGN":
+            lines.append("  Auto-RGN's largest rate before its first step goes to: "
+                         + "; ".join(f"{shift}-level {_rgn_top(results, shift)}"
+                                     for shift in results.shifts)
+                         + " (best block alone: "
+                         + "; ".join(f"{best(results, shift, surgical(results)).block}"
+                                     for shift in results.shifts) + ").")
     return lines
 
 
@@ -176,13 +186,39 @@ def tasks_table(results):
              + "; ".join(f"{shift}-level: " + ", ".join(
                  t.task for t in results.cell(results.strategies[0], shift).tasks)
                  for shift in shifts),
-             f"{'strategy':<20}" + "".join(f"{name[:10]:>11}" for _, _, name in tasks)]
+             f"{'strategy':<20}" + "".join(f"{name[:10]:>11}" for _, _, name in tasks),
+             f"{'no fine-tuning':<20}" + "".join(
+                 f"{results.zero_shot[shift][name]:>11.3f}" for shift, _, name in tasks)]
     for strategy in results.strategies:
         cells = "".join(
             f"{experiment.summarize([r.test_accuracy for r in results.cell(strategy, shift).tasks[index].runs])[0]:>11.3f}"
             for shift, index, _ in tasks
         )
         lines.append(f"{strategy.name:<20}{cells}")
+    return "\n".join(lines)
+
+
+def _rgn_top(results, shift):
+    """The block whose kernel has the largest relative gradient norm on
+    `shift`, the mean over its tasks."""
+    tasks = list(results.rgn[shift].values())
+    return max(model_lib.BLOCKS, key=lambda name: np.mean([t[name] for t in tasks]))
+
+
+def rgn_table(results):
+    """What Auto-RGN sees before its first step: each block kernel's
+    `||g|| / ||w||` over the largest, per task."""
+    lines = [
+        "What Auto-RGN sees before its first step: each kernel's ||g||/||w|| over the "
+        f"largest, on the labelled images of seed {results.protocol.seeds[0]}",
+        f"{'task':<20}" + "".join(f"{name:>9}" for name in model_lib.BLOCKS)
+        + "   best block alone on the shift",
+    ]
+    for shift in results.shifts:
+        top = best(results, shift, surgical(results)).block
+        for task, ratios in results.rgn[shift].items():
+            cells = "".join(f"{ratios[name]:>9.2f}" for name in model_lib.BLOCKS)
+            lines.append(f"{(shift + ': ' + task)[:19]:<20}{cells}   {top}")
     return "\n".join(lines)
 
 
@@ -217,5 +253,5 @@ def notes(results):
 def report(results):
     """The whole printed report, as one string: the table first."""
     parts = [table(results), findings(results), tasks_table(results),
-             rates_table(results), notes(results)]
+             rgn_table(results), rates_table(results), notes(results)]
     return "\n\n".join(part for part in parts if part)

@@ -66,7 +66,8 @@ def test_no_fine_tuning_is_the_pretrained_network(quick):
     results, _ = quick
     # Output-level: the same images, every label changed; the source
     # network is right on (nearly) none of them.
-    assert results.zero_shot["output"] <= 1.0 - results.source_accuracy + 0.05
+    assert results.zero_shot_mean("output") <= 1.0 - results.source_accuracy + 0.05
+    assert list(results.zero_shot["input"]) == list(data.CORRUPTIONS)
 
 
 def test_report_leads_with_the_table_and_lists_every_cell(quick):
@@ -124,7 +125,9 @@ def _made_up(best_block, seeds=5):
     return experiment.Results(
         backend="made up", protocol=experiment.DEFAULT, shifts=data.SHIFTS,
         strategies=strategies.STRATEGIES, source_accuracy=1.0,
-        zero_shot=dict.fromkeys(data.SHIFTS, 0.5), cells=cells)
+        zero_shot={shift: {"task": 0.5} for shift in data.SHIFTS}, cells=cells,
+        rgn={shift: {"task": {"conv1": 1.0, "conv2": 0.2, "dense": 0.1, "head": 0.5}}
+             for shift in data.SHIFTS})
 
 
 def test_findings_say_the_pattern_reproduces_when_it_does():
@@ -135,6 +138,9 @@ def test_findings_say_the_pattern_reproduces_when_it_does():
     assert "reproduces on every shift run here" in text
     assert "Auto-RGN, with no choice of blocks, against the best block to tune alone: " \
            "input-level -0.100 (worse)" in text
+    assert ("Auto-RGN's largest rate before its first step goes to: input-level conv1; "
+            "feature-level conv1; output-level conv1 (best block alone: conv1; dense; "
+            "head).") in text
 
 
 def test_findings_say_so_plainly_when_it_does_not():
