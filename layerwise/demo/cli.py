@@ -21,6 +21,7 @@ from layerwise.demo import data
 from layerwise.demo import experiment
 from layerwise.demo import plot
 from layerwise.demo import report
+from layerwise.demo import results_file
 
 BACKENDS = ("tensorflow", "jax", "torch")
 # Set in the re-executed process: if Keras still loads another backend
@@ -52,6 +53,15 @@ def parse_args(argv):
     parser.add_argument(
         "--shift", choices=data.SHIFTS, default=None,
         help="run one shift only (default: all three).",
+    )
+    parser.add_argument(
+        "--save-results", metavar="FILE", default=None,
+        help="also write every run's measurements to FILE (JSON).",
+    )
+    parser.add_argument(
+        "--load-results", metavar="FILE", default=None,
+        help="run nothing: print the report and draw the figure of FILE "
+        "(written by --save-results).",
     )
     parser.add_argument(
         "--quick", action="store_true",
@@ -151,8 +161,14 @@ def main(argv=None):
 
 
 def run(args):
-    """Runs the experiment in this process, prints the report, writes the
-    figure; returns the `Results`."""
+    """Runs the experiment in this process (or reads it from
+    `--load-results`), prints the report, writes the figure; returns the
+    `Results`."""
+    if args.load_results:
+        results = results_file.load(args.load_results)
+        print(f"Results read from {args.load_results}, measured on {results.backend}.")
+        _show(results, args)
+        return results
     start_wall = time.perf_counter()
     backend = keras.backend.backend()
     protocol = experiment.QUICK if args.quick else experiment.DEFAULT
@@ -165,12 +181,19 @@ def run(args):
     with _one_thread_per_op(backend):
         shifts = data.SHIFTS if args.shift is None else (args.shift,)
         results = experiment.run_experiment(protocol, shifts=shifts)
+    _show(results, args)
+    if args.save_results:
+        results_file.save(results, args.save_results)
+        print(f"Results written to {os.path.abspath(args.save_results)}")
+    print(_time_taken(time.perf_counter() - start_wall, backend))
+    return results
+
+
+def _show(results, args):
     print("\n" + report.report(results) + "\n")
     output = os.path.abspath(args.output or default_output())
     plot.plot(results, output)
     print(f"Figure written to {output}")
-    print(_time_taken(time.perf_counter() - start_wall, backend))
-    return results
 
 
 def _time_taken(since_run, backend):
