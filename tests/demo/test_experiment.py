@@ -84,7 +84,8 @@ def test_report_leads_with_the_table_and_lists_every_cell(quick):
     findings = text.split("\n\n")[1]
     for label in data.SHIFT_LABELS.values():
         assert label in findings
-    assert "The paper's pattern (first / middle / last)" in findings
+    assert "The paper's pattern of blocks (first / middle / last)" in findings
+    assert "The best block alone against full fine-tuning: " in findings
     assert "Auto-RGN, with no choice of blocks" in findings
 
 
@@ -136,6 +137,8 @@ def test_findings_say_the_pattern_reproduces_when_it_does():
     assert text.count(": reproduced.") == 3
     assert "only conv1 wins (+0.100, beyond noise)" in text
     assert "reproduces on every shift run here" in text
+    assert "The best block alone against full fine-tuning: better on input-level, " \
+           "feature-level, output-level." in text
     assert "Auto-RGN, with no choice of blocks, against the best block to tune alone: " \
            "input-level -0.100 (worse)" in text
     assert ("Auto-RGN's largest rate before its first step goes to: input-level conv1; "
