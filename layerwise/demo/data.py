@@ -166,6 +166,12 @@ def load_digits():
 
 def labelled_subset(pool, per_class, seed):
     """`per_class` images of each class drawn from `pool` (a `Split`)."""
+    smallest = int(np.bincount(pool.y).min())
+    if not 0 < per_class <= smallest:
+        raise ValueError(
+            f"`per_class` must be between 1 and {smallest}, the fewest images of a "
+            f"class in the pool. Received: per_class={per_class}"
+        )
     rng = np.random.default_rng([seed, 1])
     picked = np.concatenate(
         [rng.choice(np.flatnonzero(pool.y == c), per_class, replace=False)

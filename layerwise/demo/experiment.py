@@ -2,8 +2,10 @@
 then measured on seeds.
 
 For each strategy and each target task: the learning rate is chosen on the
-task's validation split (seed `seeds[0]`, ties to the lower rate) from one
-grid shared by all; then every seed runs at that rate. A shift's accuracy
+task's validation split from one grid shared by all: the rate with the
+highest mean validation accuracy over seeds of their own (`tuning_seeds`,
+so that no reported run is one that chose the rate; ties go to the lower
+rate); then every reported seed runs at that rate. A shift's accuracy
 for a seed is the mean over its tasks (the four corruptions of the
 input-level shift; one task for the others). The seeds, grid and budget are
 fixed here, not chosen by the command line.
@@ -28,20 +30,24 @@ class Protocol:
 
     Args:
         grid: Learning rates every strategy may choose from.
-        seeds: Seeds of the runs; `seeds[0]` also chooses the rate.
+        seeds: Seeds of the reported runs.
+        tuning_seeds: Seeds of the runs that choose the rate (none among
+            `seeds`).
         budget: A `finetune.Budget`, the same for every run.
         pretrain_epochs: Epochs of pretraining on the source task.
     """
 
     grid: tuple
     seeds: tuple
+    tuning_seeds: tuple
     budget: finetune.Budget
     pretrain_epochs: int
 
 
 DEFAULT = Protocol(
-    grid=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1),
+    grid=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0),
     seeds=(0, 1, 2, 3, 4),
+    tuning_seeds=(100, 101),
     budget=finetune.Budget(labels_per_class=10, epochs=4, steps_per_epoch=10, batch_size=10),
     pretrain_epochs=15,
 )
@@ -49,6 +55,7 @@ DEFAULT = Protocol(
 QUICK = Protocol(
     grid=(3e-3, 3e-2),
     seeds=(0, 1),
+    tuning_seeds=(100,),
     budget=finetune.Budget(labels_per_class=2, epochs=2, steps_per_epoch=1, batch_size=10),
     pretrain_epochs=1,
 )
@@ -57,7 +64,8 @@ QUICK = Protocol(
 @dataclasses.dataclass(frozen=True)
 class TaskResult:
     """One strategy on one task: `tuning` maps each rate of the grid to its
-    run with `seeds[0]`; `runs` holds one run per seed at `tuned_rate`."""
+    runs, one per `tuning_seeds`; `runs` holds one run per reported seed at
+    `tuned_rate`."""
 
     task: str
     tuning: dict
@@ -73,10 +81,12 @@ class Cell:
     shift: str
     tasks: list
 
-    def accuracies(self):
-        """Test accuracy per seed, the mean over the shift's tasks."""
+    def accuracies(self, split="test"):
+        """Accuracy per seed on `split` ("test" or "val"), the mean over
+        the shift's tasks."""
+        field = {"test": "test_accuracy", "val": "val_accuracy"}[split]
         return np.mean(
-            [[run.test_accuracy for run in task.runs] for task in self.tasks], axis=0
+            [[getattr(run, field) for run in task.runs] for task in self.tasks], axis=0
         )
 
 
@@ -136,23 +146,28 @@ class _Progress:
             self.bar.update(self.done, [("val_acc", run.val_accuracy)])
 
 
+def validation(runs):
+    """The mean validation accuracy of `runs`: what chooses a rate."""
+    return float(np.mean([run.val_accuracy for run in runs]))
+
+
 def run_task(tuner, task, protocol, progress):
     """Chooses a strategy's rate on `task`, then runs it on every seed.
 
     Returns:
         A `TaskResult`.
     """
-    first = protocol.seeds[0]
-
     def run(rate, seed):
         result = tuner.run(task, rate, seed)
         progress.ran(result)
         return result
 
-    tuning = {rate: run(rate, first) for rate in protocol.grid}
+    tuning = {
+        rate: [run(rate, seed) for seed in protocol.tuning_seeds] for rate in protocol.grid
+    }
     # max() keeps the first of equals: ties go to the lower rate.
-    tuned = max(protocol.grid, key=lambda rate: tuning[rate].val_accuracy)
-    runs = [tuning[tuned]] + [run(tuned, seed) for seed in protocol.seeds[1:]]
+    tuned = max(protocol.grid, key=lambda rate: validation(tuning[rate]))
+    runs = [run(tuned, seed) for seed in protocol.seeds]
     return TaskResult(task.name, tuning, tuned, runs)
 
 
@@ -164,7 +179,8 @@ def run_strategy(strategy, pretrained, digits, shifts, protocol, verbose=True):
     """
     tuner = finetune.FineTuner(strategy, pretrained, protocol.budget)
     tasks = sum(len(digits.shifts[shift]) for shift in shifts)
-    progress = _Progress(tasks * (len(protocol.grid) + len(protocol.seeds) - 1), verbose)
+    runs = len(protocol.grid) * len(protocol.tuning_seeds) + len(protocol.seeds)
+    progress = _Progress(tasks * runs, verbose)
     return {
         shift: Cell(
             strategy, shift,
@@ -208,7 +224,8 @@ def run_experiment(protocol=DEFAULT, shifts=data_lib.SHIFTS,
         + f"Every run: {budget.labels_per_class} labelled images per class, "
         f"{budget.epochs} epochs x {budget.steps_per_epoch} steps of "
         f"{budget.batch_size} images; rates {', '.join(f'{r:g}' for r in protocol.grid)}; "
-        f"seeds {', '.join(map(str, protocol.seeds))}.\n",
+        f"seeds {', '.join(map(str, protocol.seeds))} (rate chosen with seeds "
+        f"{', '.join(map(str, protocol.tuning_seeds))}).\n",
         flush=True,
     )
     pretrained = model_lib.pretrain(digits, protocol.pretrain_epochs)

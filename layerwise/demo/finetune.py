@@ -45,8 +45,9 @@ class FineTuner:
 
     Tracing the train step costs more than a whole run of this small
     network, so runs share one compiled model: each starts from the
-    pretrained weights and the optimizer's variables as they were right after `build` (step 0, zero
-    slots), with the run's learning rate assigned. A run that changes the
+    pretrained weights and the optimizer's variables as they were right
+    after `build` (step 0, zero slots), with the run's learning rate
+    assigned. A run that changes the
     optimizer's variables or its rules (unfreezing a rule gives its
     variables a new optimizer) leaves the model stale, and the next run
     compiles afresh.
@@ -60,7 +61,7 @@ class FineTuner:
     def __init__(self, strategy, pretrained, budget):
         self.strategy, self.pretrained, self.budget = strategy, pretrained, budget
         self.net = self.optimizer = None
-        self._initial = []
+        self._initial, self._initial_rules = [], []
 
     def _compile(self, learning_rate):
         self.net = model_lib.FineTuningModel(self.pretrained)

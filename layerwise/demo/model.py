@@ -34,6 +34,7 @@ def make_body():
 
 
 def make_head():
+    """The 5-way `head`, built, with placeholder weights."""
     head = keras.layers.Dense(5, name="head")
     head.build((None, 64))
     return head
@@ -65,6 +66,7 @@ class Pretrained:
 
 
 def accuracy(logits, labels):
+    """The fraction of `labels` that the `logits`' largest entry names."""
     return float(np.mean(np.argmax(keras.ops.convert_to_numpy(logits), -1) == labels))
 
 

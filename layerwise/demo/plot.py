@@ -15,7 +15,8 @@ def plot(results, path):
 
     Left: a heat map shift x strategy of the target accuracy (mean over
     seeds), colored by the difference from the baseline (the first
-    strategy). Right: per shift, the accuracy of tuning only block k
+    strategy), marked `+`/`-` where the report's rule calls it better or
+    worse. Right: per shift, the accuracy of tuning only block k
     (mean ± standard error over seeds), with the baseline dashed.
 
     Args:
@@ -43,13 +44,19 @@ def plot(results, path):
         for j, shift in enumerate(shifts):
             bold = strategies[i] is report.best(results, shift)
             dark = abs(difference[i, j]) > 0.6 * limit
-            heat.text(j, i, f"{means[i, j]:.3f}", ha="center", va="center", fontsize=9,
+            mark = ""
+            if i:
+                outcome, _ = report.compare(results.cell(strategies[i], shift).accuracies(),
+                                            results.cell(baseline, shift).accuracies())
+                mark = {"better": " +", "worse": " -"}.get(outcome, "")
+            heat.text(j, i, f"{means[i, j]:.3f}{mark}", ha="center", va="center", fontsize=9,
                       fontweight="bold" if bold else "normal",
                       color="white" if dark else "black")
     heat.set_xticks(range(len(shifts)), [f"{s}-level" for s in shifts])
     heat.set_yticks(range(len(strategies)), [s.name for s in strategies])
     heat.set_title(f"Target accuracy (mean over {len(results.protocol.seeds)} seeds; "
-                   f"bold: best)\ncolor: difference from {baseline.name}")
+                   f"bold: best; +/-: beyond {report.STANDARD_ERRORS:g} standard errors)"
+                   f"\ncolor: difference from {baseline.name}")
     fig.colorbar(image, ax=heat, fraction=0.046, pad=0.04)
 
     surgical = report.surgical(results)
@@ -67,7 +74,7 @@ def plot(results, path):
                ylabel="target accuracy (test)",
                title=f"Tune only block k (bars: standard error)\ndashed: {baseline.name}")
     blocks.grid(alpha=0.3)
-    blocks.legend(fontsize=8)
+    blocks.legend(fontsize=8, loc="lower right")
     budget = results.protocol.budget
     fig.suptitle(
         "Surgical fine-tuning on digits: a CNN pretrained on digits 0-4, three shifts, "

@@ -3,7 +3,7 @@
 `python -m layerwise.demo --save-results FILE` writes one; `--load-results
 FILE` prints the report and draws the figure from one without running
 anything. The README's table is the report of such a file, kept in
-`tests/fixtures/`, and a test holds the two equal.
+`tests/fixtures/` (one per backend), and a test holds the two equal.
 """
 
 import dataclasses
@@ -23,7 +23,8 @@ def to_dict(results):
         return {
             "task": result.task,
             "tuned_rate": result.tuned_rate,
-            "tuning": [dataclasses.asdict(run) for run in result.tuning.values()],
+            "tuning": [dataclasses.asdict(run) for runs in result.tuning.values()
+                       for run in runs],
             "runs": [dataclasses.asdict(run) for run in result.runs],
         }
 
@@ -34,6 +35,7 @@ def to_dict(results):
         "protocol": {
             "grid": list(protocol.grid),
             "seeds": list(protocol.seeds),
+            "tuning_seeds": list(protocol.tuning_seeds),
             "budget": dataclasses.asdict(protocol.budget),
             "pretrain_epochs": protocol.pretrain_epochs,
         },
@@ -62,15 +64,17 @@ def from_dict(values):
     if unknown:
         raise ValueError(
             "A demo results file must name strategies of `strategies.STRATEGIES`. "
-            f"Received: unknown strategies {unknown}"
+            f"Received: strategies={unknown!r}"
         )
     protocol = values["protocol"]
 
     def task(item):
-        tuning = [finetune.Run(**run) for run in item["tuning"]]
+        tuning = {}
+        for run in item["tuning"]:
+            tuning.setdefault(run["learning_rate"], []).append(finetune.Run(**run))
         return experiment.TaskResult(
             task=item["task"],
-            tuning={run.learning_rate: run for run in tuning},
+            tuning=tuning,
             tuned_rate=item["tuned_rate"],
             runs=[finetune.Run(**run) for run in item["runs"]],
         )
@@ -80,6 +84,7 @@ def from_dict(values):
         protocol=experiment.Protocol(
             grid=tuple(protocol["grid"]),
             seeds=tuple(protocol["seeds"]),
+            tuning_seeds=tuple(protocol["tuning_seeds"]),
             budget=finetune.Budget(**protocol["budget"]),
             pretrain_epochs=protocol["pretrain_epochs"],
         ),
@@ -100,7 +105,7 @@ def from_dict(values):
 def save(results, path):
     """Writes `results` to `path` as JSON."""
     with open(path, "w") as f:
-        json.dump(to_dict(results), f, indent=1)
+        json.dump(to_dict(results), f, separators=(",", ":"))
         f.write("\n")
 
 

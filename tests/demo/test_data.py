@@ -116,6 +116,10 @@ def test_labelled_subset_has_per_class_images_and_depends_on_the_seed(digits):
     assert np.bincount(a.y).tolist() == [5] * 5
     assert not np.array_equal(a.x, b.x)
     assert np.array_equal(a.x, data.labelled_subset(pool, 5, 0).x)
+    fewest = int(np.bincount(pool.y).min())
+    for bad in (0, fewest + 1):
+        with pytest.raises(ValueError, match=f"`per_class` must be between 1 and {fewest}"):
+            data.labelled_subset(pool, bad, 0)
 
 
 def test_training_stream_passes_over_the_split_in_seeded_orders():

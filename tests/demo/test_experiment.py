@@ -42,7 +42,10 @@ def test_every_strategy_runs_on_every_task_of_every_shift(quick):
             for task in cell.tasks:
                 assert set(task.tuning) == set(protocol.grid)
                 assert task.tuned_rate in protocol.grid
-                assert task.runs[0] is task.tuning[task.tuned_rate]
+                for rate, runs in task.tuning.items():
+                    assert [r.seed for r in runs] == list(protocol.tuning_seeds)
+                    assert {r.learning_rate for r in runs} == {rate}
+                assert not set(protocol.tuning_seeds) & set(protocol.seeds)
                 assert [r.seed for r in task.runs] == list(protocol.seeds)
                 assert {r.learning_rate for r in task.runs} == {task.tuned_rate}
                 for run in task.runs:
@@ -57,8 +60,10 @@ def test_the_rate_chosen_is_the_best_on_validation_ties_to_the_lower(quick):
     results, _ = quick
     for cell in results.cells.values():
         for task in cell.tasks:
-            best = max(run.val_accuracy for run in task.tuning.values())
-            lowest = min(rate for rate, run in task.tuning.items() if run.val_accuracy == best)
+            scores = {rate: np.mean([r.val_accuracy for r in runs])
+                      for rate, runs in task.tuning.items()}
+            best = max(scores.values())
+            lowest = min(rate for rate, score in scores.items() if score == best)
             assert task.tuned_rate == lowest
 
 
@@ -85,7 +90,7 @@ def test_report_leads_with_the_table_and_lists_every_cell(quick):
     for label in data.SHIFT_LABELS.values():
         assert label in findings
     assert "The paper's pattern of blocks (first / middle / last)" in findings
-    assert "The best block alone against full fine-tuning: " in findings
+    assert "The picked block alone against full fine-tuning: " in findings
     assert "Auto-RGN, with no choice of blocks" in findings
 
 
@@ -109,9 +114,10 @@ def test_unknown_shift_is_refused_before_anything_runs():
 
 
 def _cell(values):
-    run = lambda v: types.SimpleNamespace(test_accuracy=v)  # noqa: E731
+    """A made-up `Cell` whose validation and test accuracies are `values`."""
+    run = lambda v: types.SimpleNamespace(test_accuracy=v, val_accuracy=v)  # noqa: E731
     return types.SimpleNamespace(tasks=[types.SimpleNamespace(runs=[run(v) for v in values])],
-                                 accuracies=lambda: np.array(values))
+                                 accuracies=lambda split="test": np.array(values))
 
 
 def _made_up(best_block, seeds=5):
@@ -135,36 +141,55 @@ def test_findings_say_the_pattern_reproduces_when_it_does():
     results = _made_up({"input": "conv1", "feature": "dense", "output": "head"})
     text = report.findings(results)
     assert text.count(": reproduced.") == 3
-    assert "only conv1 wins (+0.100, beyond noise)" in text
-    assert "reproduces on every shift run here" in text
-    assert "The best block alone against full fine-tuning: better on input-level, " \
+    assert "only conv1 wins (+0.100 against full fine-tuning)" in text
+    assert ("Block picked: conv1 (0.900); the paper's is the first block (conv1): conv1 "
+            "against conv2, the best other, +0.100: reproduced.") in text
+    assert ("The paper's pattern of blocks (first / middle / last): reproduced on "
+            "input-level, feature-level, output-level.") in text
+    assert "The picked block alone against full fine-tuning: better on input-level, " \
            "feature-level, output-level." in text
-    assert "Auto-RGN, with no choice of blocks, against the best block to tune alone: " \
+    assert "Auto-RGN, with no choice of blocks, against the picked block: " \
            "input-level -0.100 (worse)" in text
     assert ("Auto-RGN's largest rate before its first step goes to: input-level conv1; "
-            "feature-level conv1; output-level conv1 (best block alone: conv1; dense; "
+            "feature-level conv1; output-level conv1 (picked block: conv1; dense; "
             "head).") in text
 
 
 def test_findings_say_so_plainly_when_it_does_not():
     results = _made_up({"input": "head", "feature": "conv1", "output": "head"})
     text = report.findings(results)
-    assert ("Best block to tune alone: head (0.900); the paper's is the first block "
-            "(conv1), conv1 -0.100 against it (worse): NOT reproduced.") in text
-    assert "does NOT reproduce here for: input, feature-level" in text
+    assert ("Block picked: head (0.900); the paper's is the first block (conv1): conv1 "
+            "against head, the best other, -0.100: NOT reproduced.") in text
+    assert ("The paper's pattern of blocks (first / middle / last): NOT reproduced on "
+            "input-level, feature-level; reproduced on output-level.") in text
 
 
-def test_findings_say_when_the_papers_block_is_only_within_noise_of_the_best():
+@pytest.mark.parametrize("paper_first", [True, False])
+def test_findings_say_when_the_papers_block_is_within_noise_of_another(paper_first):
+    """Within noise is a tie whichever of the two has the higher mean."""
     results = _made_up({"input": "conv2", "feature": "dense", "output": "head"})
-    # conv1 trails conv2 by 0.005 with a spread of +-0.03: within noise.
+    # 0.005 apart with a spread of +-0.03: within noise.
     spread = np.linspace(-0.03, 0.03, 5)
-    results.cells[("only conv1", "input")] = _cell(list(0.895 + spread))
-    results.cells[("only conv2", "input")] = _cell(list(0.9 + spread))
+    conv1, conv2 = (0.9, 0.895) if paper_first else (0.895, 0.9)
+    results.cells[("only conv1", "input")] = _cell(list(conv1 + spread))
+    results.cells[("only conv2", "input")] = _cell(list(conv2 + spread))
     text = report.findings(results)
-    assert ("Best block to tune alone: conv2 (0.900); the paper's is the first block "
-            "(conv1), conv1 -0.005 against it (within noise): reproduced within noise."
-            ) in text
-    assert "reproduces, within noise only for: input-level" in text
+    top = "conv1" if paper_first else "conv2"
+    sign = "+" if paper_first else "-"
+    assert (f"Block picked: {top} (0.900); the paper's is the first block (conv1): conv1 "
+            f"against conv2, the best other, {sign}0.005: not distinguished from another "
+            "block (within noise).") in text
+
+
+def test_the_block_is_picked_on_validation_not_on_test():
+    results = _made_up({"input": "conv1", "feature": "dense", "output": "head"})
+    # conv2 is best on test but worst on validation: conv1 stays picked.
+    spread = np.linspace(-0.01, 0.01, 5)
+    cell = _cell(list(0.95 + spread))
+    cell.accuracies = lambda split="test": (0.95 if split == "test" else 0.5) + spread
+    results.cells[("only conv2", "input")] = cell
+    assert report.picked(results, "input", report.surgical(results)).block == "conv1"
+    assert report.best(results, "input").block == "conv2"
 
 
 def test_table_marks_better_worse_and_best():

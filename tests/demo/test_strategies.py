@@ -56,7 +56,8 @@ def test_surgical_trains_its_block_alone(net, block):
     assert _trainable_blocks(optimizer) == {block}
     # Only that block's variables hold Adam slots.
     slots = [v.name for v in optimizer.variables if v.name.endswith("_momentum")]
-    assert len(slots) == 2 and all(name.startswith((f"body_{block}_", f"{block}_")) for name in slots), slots
+    owners = (f"body_{block}_", f"{block}_")
+    assert len(slots) == 2 and all(name.startswith(owners) for name in slots), slots
 
 
 def test_full_fine_tuning_trains_every_block(net):
