@@ -70,6 +70,19 @@ def accuracy(logits, labels):
     return float(np.mean(np.argmax(keras.ops.convert_to_numpy(logits), -1) == labels))
 
 
+def initial_weights(seed=0):
+    """The untrained network's weights, drawn by `fresh_weights` from a
+    generator seeded with `seed`, body then head.
+
+    Returns:
+        A `Pretrained` that holds them.
+    """
+    body, head = make_body(), make_head()
+    rng = np.random.default_rng([seed, 3])
+    weights = [fresh_weights(layer, rng) for layer in body.layers + [head]]
+    return Pretrained(body=[w for ws in weights[:-1] for w in ws], head=weights[-1])
+
+
 def pretrain(digits, epochs, seed=0, batch_size=32):
     """Trains the network on the source task (digits 0-4).
 
@@ -83,9 +96,9 @@ def pretrain(digits, epochs, seed=0, batch_size=32):
         A `Pretrained`.
     """
     body, head = make_body(), make_head()
-    rng = np.random.default_rng([seed, 3])
-    for layer in body.layers + [head]:
-        layer.set_weights(fresh_weights(layer, rng))
+    initial = initial_weights(seed)
+    body.set_weights(initial.body)
+    head.set_weights(initial.head)
     model = keras.Sequential([body, head], name="source_model")
     model.compile(keras.optimizers.Adam(2e-3), LOSS)
     train = digits.source_train

@@ -39,10 +39,11 @@ def plot(results, path):
         1, 2, figsize=(13, 6), gridspec_kw={"width_ratios": [1.1, 1]}
     )
     limit = max(float(np.abs(difference).max()), 1e-3)
+    winners = [report.best(results, shift) for shift in shifts]
     image = heat.imshow(difference, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
     for i in range(len(strategies)):
         for j, shift in enumerate(shifts):
-            bold = strategies[i] is report.best(results, shift)
+            bold = strategies[i] is winners[j]
             dark = abs(difference[i, j]) > 0.6 * limit
             mark = ""
             if i:

@@ -79,6 +79,7 @@ def table(results):
         + "".join(f"{results.zero_shot_mean(shift):>9.3f}{'':11}"
                   for shift in results.shifts).rstrip(),
     ]
+    winners = {shift: best(results, shift) for shift in results.shifts}
     for strategy in results.strategies:
         cells = ""
         for shift in results.shifts:
@@ -88,7 +89,7 @@ def table(results):
             if strategy is not baseline:
                 outcome, _ = compare(accuracies, results.cell(baseline, shift).accuracies())
                 mark = {"better": "+", "worse": "-"}.get(outcome, "")
-            if strategy is best(results, shift):
+            if strategy is winners[shift]:
                 mark += "*"
             cells += f"{mean:>9.3f} ± {error:.3f}{mark:<3}"
         lines.append(f"{strategy.name:<{width}}{cells}".rstrip())

@@ -15,10 +15,7 @@ BY_NAME = {s.name: s for s in strategies.STRATEGIES}
 @pytest.fixture(scope="module")
 def setting():
     # Untrained weights do: only the bookkeeping of the runs is under test.
-    rng = np.random.default_rng(0)
-    body = [w for layer in model.make_body().layers for w in model.fresh_weights(layer, rng)]
-    head = model.fresh_weights(model.make_head(), rng)
-    return model.Pretrained(body, head), data.load_digits()
+    return model.initial_weights(), data.load_digits()
 
 
 def _weights(tuner):

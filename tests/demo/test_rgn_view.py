@@ -12,10 +12,7 @@ from layerwise.demo import rgn_view
 
 @pytest.fixture(scope="module")
 def setting():
-    rng = np.random.default_rng(0)
-    body = [w for layer in model.make_body().layers for w in model.fresh_weights(layer, rng)]
-    head = model.fresh_weights(model.make_head(), rng)
-    return model.Pretrained(body, head), data.load_digits()
+    return model.initial_weights(), data.load_digits()
 
 
 def _by_hand(pretrained, task, per_class, seed):

@@ -12,10 +12,7 @@ BY_NAME = {s.name: s for s in strategies.STRATEGIES}
 
 
 def _net():
-    rng = np.random.default_rng(0)
-    body = [w for layer in model.make_body().layers for w in model.fresh_weights(layer, rng)]
-    head = model.fresh_weights(model.make_head(), rng)
-    return model.FineTuningModel(model.Pretrained(body, head))
+    return model.FineTuningModel(model.initial_weights())
 
 
 @pytest.fixture
